@@ -1,0 +1,11 @@
+"""Movement primitives: ProDMP decoding in pure JAX (see `prodmp.py` for the math)."""
+
+from toperl_jax.mp.prodmp import (
+    ProDMPBasis,
+    ProDMPConfig,
+    prodmp_basis,
+    prodmp_trajectory,
+    weights_goal_scale,
+)
+
+__all__ = ["ProDMPBasis", "ProDMPConfig", "prodmp_basis", "prodmp_trajectory", "weights_goal_scale"]
