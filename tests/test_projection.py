@@ -538,3 +538,25 @@ def test_config_validation():
         P.ProjectionConfig(entropy_schedule="cosine")
     with pytest.raises(ValueError, match="mean_bound"):
         P.ProjectionConfig(mean_bound=0.0)
+
+
+def test_contextual_backward_does_not_deadlock_on_cpu():
+    """Regression: the gradient of a batched (contextual) projection used to hang in jaxlib's CPU LAPACK
+    kernels (see `gaussian.map_matrices`). Run it in a subprocess so that a hang fails instead of blocking."""
+    import subprocess
+    import sys
+
+    code = """
+import jax, jax.numpy as jnp, numpy as np
+from toperl_jax import projection as P
+k, batch = 63, 48
+rng = np.random.default_rng(0)
+Lo = np.linalg.cholesky(np.cov(rng.normal(size=(4 * k, k)).T) + 0.5 * np.eye(k))
+L = jnp.asarray(Lo @ (np.eye(k) + 0.01 * np.tril(rng.normal(size=(batch, k, k)))), jnp.float32)
+grad = jax.jit(jax.grad(lambda L: jnp.sum(P.project_cov(L, jnp.asarray(Lo, jnp.float32), 5e-4)[0])))
+for _ in range(15):
+    g = jax.block_until_ready(grad(L))
+assert np.all(np.isfinite(np.asarray(g)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], timeout=240, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -18,7 +18,29 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.scipy.linalg import solve_triangular
+
+
+def map_matrices(fn, *args, core_ndims: tuple[int, ...]):
+    """Apply `fn`, written for one problem, over the broadcast leading dimensions of `args`.
+
+    `core_ndims[i]` trailing dimensions of `args[i]` belong to one problem (2 for a matrix, 1 for a vector).
+    On CPU the problems run one after another (`lax.map`); elsewhere they are vectorised (`vmap`). The reason
+    is a deadlock in jaxlib 0.10.2's CPU LAPACK kernels: a batched call splits its batch over XLA's intra-op
+    thread pool and blocks until the pieces finish, so several batched calls running at once (as in the
+    backward pass of a batched projection) can occupy every pool thread and wait forever
+    (`benchmarks/repro_cpu_batched_solve_grad_hang.py`). Unbatched LAPACK calls do not fan out.
+    """
+    batch = jnp.broadcast_shapes(*(a.shape[: a.ndim - c] for a, c in zip(args, core_ndims)))
+    if not batch:
+        return fn(*args)
+    n = math.prod(batch)
+    flat = [jnp.broadcast_to(a, batch + a.shape[a.ndim - c:]).reshape((n,) + a.shape[a.ndim - c:])
+            for a, c in zip(args, core_ndims)]
+    out = lax.platform_dependent(*flat, cpu=lambda *xs: lax.map(lambda row: fn(*row), xs),
+                                 default=lambda *xs: jax.vmap(fn)(*xs))
+    return jax.tree.map(lambda o: o.reshape(batch + o.shape[1:]), out)
 
 
 def x_minus_log1p(x: jax.Array) -> jax.Array:
@@ -50,17 +72,12 @@ def tril_solve(L: jax.Array, x: jax.Array) -> jax.Array:
     if L.ndim == 2:
         flat = x.reshape(-1, k)
         return solve_triangular(L, flat.T, lower=True).T.reshape(x.shape)
-    batch = jnp.broadcast_shapes(L.shape[:-2], x.shape[:-1])
-    L = jnp.broadcast_to(L, batch + (k, k))
-    x = jnp.broadcast_to(x, batch + (k,))
-    return solve_triangular(L, x[..., None], lower=True)[..., 0]
+    return map_matrices(lambda a, b: solve_triangular(a, b, lower=True), L, x, core_ndims=(2, 1))
 
 
 def whiten(L: jax.Array, L_ref: jax.Array) -> jax.Array:
     """B = L_ref⁻¹ L, lower triangular `[..., k, k]` (broadcast over leading dimensions)."""
-    batch = jnp.broadcast_shapes(L.shape[:-2], L_ref.shape[:-2])
-    k = L.shape[-1]
-    return solve_triangular(jnp.broadcast_to(L_ref, batch + (k, k)), jnp.broadcast_to(L, batch + (k, k)), lower=True)
+    return map_matrices(lambda a, b: solve_triangular(a, b, lower=True), L_ref, L, core_ndims=(2, 2))
 
 
 def whitened_cov_kl(B: jax.Array) -> jax.Array:

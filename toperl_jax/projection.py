@@ -198,9 +198,8 @@ def project_cov(L: jax.Array, L_old: jax.Array, bound: float, iters: int = 30, r
     Returns `(L_proj [..., k, k], info)` with `info = {"eta": [...], "kl0": [...], "fallback": [...]}`:
     the dual variable, the unprojected covariance KL and whether the row fell back to `L_old`.
     """
-    row = jnp.vectorize(lambda a, b: _project_cov_row(a, b, bound, iters, rtol),
-                        signature="(k,k),(k,k)->(k,k),(),(),()")
-    L_proj, eta, kl0, fallback = row(L, sg(L_old))
+    L_proj, eta, kl0, fallback = gaussian.map_matrices(
+        lambda a, b: _project_cov_row(a, b, bound, iters, rtol), L, sg(L_old), core_ndims=(2, 2))
     return L_proj, {"eta": eta, "kl0": kl0, "fallback": fallback}
 
 
