@@ -91,12 +91,12 @@ def main(args: Args):
         f"ProDMP decode {args.batch}×{args.steps}×{args.num_dof} (pos, vel)": (decode, weights, init_pos, init_vel),
         f"projection forward, non-contextual (1 factor, {args.batch} means)": (fwd, mean, L_nc),
         f"projection forward, contextual ({args.batch} factors)": (fwd, mean, L_ctx),
-        f"projection forward+backward, non-contextual": (fwd_bwd, mean, L_nc),
-        f"projection forward+backward, contextual": (fwd_bwd, mean, L_ctx),
+        "projection forward+backward, non-contextual": (fwd_bwd, mean, L_nc),
+        "projection forward+backward, contextual": (fwd_bwd, mean, L_ctx),
     }
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}, {platform.processor() or platform.machine()}")
-    print(f"\n| case | median ms | IQR ms | compile s |\n|---|---|---|---|")
+    print("\n| case | median ms | IQR ms | compile s |\n|---|---|---|---|")
     results = {}
     for name, (fn, *inputs) in cases.items():
         r = timeit(fn, *inputs, repeats=args.repeats)
