@@ -1,0 +1,117 @@
+"""Reacher throughput: jitted MJX rollout vs native MuJoCo C stepping the same model (CPU).
+
+Counts control steps per second (each = frame_skip physics substeps + one forward), summed over the
+batch. Native rows: (a) a Python loop over mujoco.mj_step with the same PD + bias controller in
+numpy (closed loop, one thread); (b) mujoco.rollout with open-loop controls, 2 threads (physics only,
+no controller, an upper bound for native). Prints a markdown table.
+
+    python benchmarks/env_bench.py [--batches 1 64 1024] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from toperl_jax.envs import make
+from toperl_jax.envs.reacher import numpy_controller
+
+
+def bench_mjx(task, batch: int, repeats: int) -> tuple[float, float]:
+    """(compile seconds, control steps / s) of a jitted vmapped reset + rollout."""
+    T, dof = task.episode_length, task.num_dof
+
+    @jax.jit
+    def run(key):
+        k1, k2 = jax.random.split(key)
+        states = jax.vmap(task.reset)(jax.random.split(k1, batch))
+        desired = 0.5 * jax.random.normal(k2, (batch, T, 2 * dof))
+        final, tr = jax.vmap(task.rollout)(states, desired)
+        return tr.rewards.sum()
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(run(jax.random.PRNGKey(0)))
+    compile_s = time.perf_counter() - t0
+    best = np.inf
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(jax.random.PRNGKey(r + 1)))
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, batch * T / best
+
+
+def bench_native_loop(task, batch: int, repeats: int) -> float:
+    """Control steps / s of a Python loop over mj_step with the numpy PD + bias controller."""
+    m = task.mj_model
+    d = mujoco.MjData(m)
+    T, dof = task.episode_length, task.num_dof
+    rng = np.random.default_rng(0)
+    desired = 0.5 * rng.standard_normal((batch, T, 2 * dof))
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for b in range(batch):
+            mujoco.mj_resetData(m, d)
+            d.qpos[:] = rng.uniform(-0.1, 0.1, dof)
+            mujoco.mj_forward(m, d)
+            for k in range(T):
+                d.ctrl[:] = numpy_controller(task, m, d, desired[b, k, :dof], desired[b, k, dof:])
+                for _ in range(task.frame_skip):
+                    mujoco.mj_step(m, d)
+                mujoco.mj_forward(m, d)
+        best = min(best, time.perf_counter() - t0)
+    return batch * T / best
+
+
+def bench_native_rollout(task, batch: int, repeats: int, nthread: int = 2) -> float | None:
+    """Control steps / s (= physics steps / frame_skip) of mujoco.rollout, open-loop, nthread."""
+    try:
+        from mujoco import rollout
+    except ImportError:
+        return None
+    m = task.mj_model
+    datas = [mujoco.MjData(m) for _ in range(nthread)]
+    nstep = task.episode_length * task.frame_skip
+    state0 = np.zeros((batch, mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)))
+    ctrl = np.random.default_rng(0).uniform(-1, 1, (batch, nstep, m.nu))
+    rollout.rollout([m] * batch, datas, state0, ctrl)   # warm up the pool
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rollout.rollout([m] * batch, datas, state0, ctrl)
+        best = min(best, time.perf_counter() - t0)
+    return batch * nstep / task.frame_skip / best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    task = make("reacher")
+    print(f"reacher: dof {task.num_dof}, T {task.episode_length}, frame_skip {task.frame_skip}; "
+          f"jax {jax.__version__} on {jax.devices()[0].platform}, mujoco {mujoco.__version__}, "
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}\n")
+    print("| batch | MJX jit rollout (steps/s) | MJX compile (s) | native mj_step loop + numpy PD, 1 thread"
+          " (steps/s) | native mujoco.rollout open-loop, 2 threads (steps/s) | MJX / native loop |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for b in args.batches:
+        c, mjx_sps = bench_mjx(task, b, args.repeats)
+        nat = bench_native_loop(task, min(b, 256), 1 if b > 64 else args.repeats)
+        ro = bench_native_rollout(task, b, args.repeats)
+        ro_s = f"{ro:,.0f}" if ro is not None else "n/a"
+        print(f"| {b} | {mjx_sps:,.0f} | {c:.1f} | {nat:,.0f} | {ro_s} | {mjx_sps / nat:.2f} |",
+              flush=True)
+    print("\nsteps = control steps (each: frame_skip physics substeps + one forward); "
+          "the native loop at batch > 256 is timed on 256 episodes (per-step cost does not depend on batch).")
+
+
+if __name__ == "__main__":
+    main()

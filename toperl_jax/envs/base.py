@@ -1,0 +1,178 @@
+"""The common episodic-task interface: state pytree, PD tracking controller, `lax.scan` rollout.
+
+A task is a small Python object (static under `jax.jit`: close over it, never pass it as an
+argument) with pure methods over an `EnvState` pytree:
+
+    state = task.reset(key)                              # observation s_0, measured pos/vel
+    state = task.step(state, desired_pos, desired_vel)   # one control step (PD + frame_skip substeps)
+    final, traj = task.rollout(state, desired)           # T control steps via lax.scan
+
+Every method works on a single episode; batch with `jax.vmap` (e.g. `jax.vmap(task.reset)(keys)`).
+
+Controller (mirrors fancy_gym's box pushing, see specs/tasks_fancy_gym.md A5/A9):
+    u   = clip(Kp (q_d - q) + Kd (qd_d - qd), -pd_limit, pd_limit)
+    tau = clip(u + qfrc_bias, -torque_limit, torque_limit)
+computed once per control step from the measured (q, qd) and held for `frame_skip` physics
+substeps. `qfrc_bias` (gravity + Coriolis/centrifugal) is taken from a data that is kept forwarded,
+i.e. consistent with the current qpos/qvel (upstream reads it one substep stale; the difference is
+one physics substep).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from mujoco import mjx
+
+from toperl_jax.mp import ProDMPConfig
+
+
+@struct.dataclass
+class EnvState:
+    """State of one episode (add leading batch dims with vmap).
+
+    Fields:
+        mjx_data: physics state, always forwarded (kinematics, qfrc_bias match qpos/qvel).
+        obs: [obs_size] observation of the current state, incl. the time feature t / duration.
+        time_step: [] int32, number of control steps taken (0 after reset).
+        desired_pos, desired_vel: [dof] desired pos/vel in force when `obs` was observed: the
+            measured joint pos/vel after reset, the commanded ones after a step. They are the
+            ProDMP initial condition for a (re)plan starting at this state.
+        reward: [] reward of the last step (0 after reset).
+        done: [] bool, True once time_step == T (time limit; reacher has no early termination).
+        metrics: {name: []} float32 metrics of the current state (names: task.metric_names).
+        info: {name: array} task-specific data (e.g. the goal).
+        key: PRNG key owned by the episode (for tasks with in-episode randomness).
+    """
+
+    mjx_data: mjx.Data
+    obs: jax.Array
+    time_step: jax.Array
+    desired_pos: jax.Array
+    desired_vel: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    metrics: dict[str, jax.Array]
+    info: dict[str, Any]
+    key: jax.Array
+
+
+@struct.dataclass
+class Rollout:
+    """Data of one episode executed by `EpisodicTask.rollout` (TOP-ERL spec §1 layout).
+
+    Fields (T = number of executed steps):
+        obs: [T, obs_size] states s_0 .. s_{T-1} (s_0 = the observation the rollout started from).
+        actions: [T, 2 dof] executed desired positions then velocities.
+        rewards: [T] float32; dones: [T] bool (done after the step).
+        desired_pos, desired_vel: [T, dof] in force when s_k was observed (k = 0: the start
+            state's, i.e. the measured pos/vel after reset).
+        metrics: {name: [T]} metrics after each step.
+        final_obs: [obs_size] s_T, the observation after the last step.
+        final_metrics: {name: []} metrics after the last step (e.g. is_success).
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    dones: jax.Array
+    desired_pos: jax.Array
+    desired_vel: jax.Array
+    metrics: dict[str, jax.Array]
+    final_obs: jax.Array
+    final_metrics: dict[str, jax.Array]
+
+    @property
+    def init_pos(self) -> jax.Array:
+        """[dof] episode initial condition (measured pos at the start state)."""
+        return self.desired_pos[..., 0, :]
+
+    @property
+    def init_vel(self) -> jax.Array:
+        """[dof] episode initial condition (measured vel at the start state)."""
+        return self.desired_vel[..., 0, :]
+
+
+def pd_torque(desired_pos, desired_vel, pos, vel, kp, kd, bias, pd_limit, torque_limit):
+    """PD tracking torque with bias compensation, all arrays [..., dof].
+
+    tau = clip(clip(kp (q_d - q) + kd (qd_d - qd), +-pd_limit) + bias, +-torque_limit).
+    """
+    u = jnp.clip(kp * (desired_pos - pos) + kd * (desired_vel - vel), -pd_limit, pd_limit)
+    return jnp.clip(u + bias, -torque_limit, torque_limit)
+
+
+class EpisodicTask:
+    """Base class of the episodic MJX tasks. Subclasses set the metadata and implement
+    `reset` and `step`; `rollout` is shared.
+
+    Metadata (class or instance attributes):
+        name: registry name.
+        num_dof: controlled joints (the ProDMP dof); actions are [2 num_dof].
+        episode_length: T, control steps per episode.
+        dt: control step in seconds (= physics timestep * frame_skip).
+        frame_skip: physics substeps per control step.
+        obs_size: observation length (incl. the time feature, last entry).
+        metric_names: keys of EnvState.metrics.
+    """
+
+    name: str
+    num_dof: int
+    episode_length: int
+    dt: float
+    frame_skip: int
+    obs_size: int
+    metric_names: tuple[str, ...]
+
+    @property
+    def action_size(self) -> int:
+        """2 num_dof: desired positions then desired velocities."""
+        return 2 * self.num_dof
+
+    @property
+    def duration(self) -> float:
+        """Episode duration in seconds, T dt."""
+        return self.episode_length * self.dt
+
+    def action_times(self, init_time: float = 0.0) -> jax.Array:
+        """[T] times of the desired pos/vel executed at steps 0..T-1: init_time + (k+1) dt."""
+        return init_time + self.dt * jnp.arange(1, self.episode_length + 1, dtype=jnp.float32)
+
+    def prodmp_config(self) -> ProDMPConfig:
+        """Suggested ProDMP decoder config for this task."""
+        raise NotImplementedError
+
+    def reset(self, key: jax.Array) -> EnvState:
+        raise NotImplementedError
+
+    def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
+        raise NotImplementedError
+
+    def rollout(self, state: EnvState, desired: jax.Array) -> tuple[EnvState, Rollout]:
+        """Execute a desired trajectory with `lax.scan` over `step`.
+
+        Args:
+            state: start state (typically `reset(key)`).
+            desired: [n, 2 dof] desired positions then velocities for n steps (n = T for a
+                whole episode); no early stop (tasks here terminate only at the time limit).
+        Returns:
+            (final state, Rollout).
+        """
+        dof = self.num_dof
+        if desired.ndim != 2 or desired.shape[-1] != 2 * dof:
+            raise ValueError(f"desired must have shape [n, {2 * dof}] (positions then velocities"
+                             f" of {dof} dof), got {desired.shape}")
+        desired = desired.astype(jnp.float32)
+
+        def body(s: EnvState, a):
+            out = (s.obs, s.desired_pos, s.desired_vel)
+            s = self.step(s, a[:dof], a[dof:])
+            return s, out + (s.reward, s.done, s.metrics)
+
+        final, (obs, dpos, dvel, rew, done, metrics) = jax.lax.scan(body, state, desired)
+        return final, Rollout(obs=obs, actions=desired, rewards=rew, dones=done,
+                              desired_pos=dpos, desired_vel=dvel, metrics=metrics,
+                              final_obs=final.obs, final_metrics=final.metrics)
