@@ -20,6 +20,7 @@ one physics substep).
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import jax
@@ -105,7 +106,7 @@ def pd_torque(desired_pos, desired_vel, pos, vel, kp, kd, bias, pd_limit, torque
     return jnp.clip(u + bias, -torque_limit, torque_limit)
 
 
-class EpisodicTask:
+class EpisodicTask(abc.ABC):
     """Base class of the episodic MJX tasks. Subclasses set the metadata and implement
     `reset` and `step`; `rollout` is shared.
 
@@ -141,15 +142,17 @@ class EpisodicTask:
         """[T] times of the desired pos/vel executed at steps 0..T-1: init_time + (k+1) dt."""
         return init_time + self.dt * jnp.arange(1, self.episode_length + 1, dtype=jnp.float32)
 
+    @abc.abstractmethod
     def prodmp_config(self) -> ProDMPConfig:
         """Suggested ProDMP decoder config for this task."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reset(self, key: jax.Array) -> EnvState:
-        raise NotImplementedError
+        """A new episode from `key`."""
 
+    @abc.abstractmethod
     def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
-        raise NotImplementedError
+        """One control step tracking (desired_pos, desired_vel)."""
 
     def rollout(self, state: EnvState, desired: jax.Array) -> tuple[EnvState, Rollout]:
         """Execute a desired trajectory with `lax.scan` over `step`.
