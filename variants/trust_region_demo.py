@@ -90,10 +90,15 @@ def make_train(args: Args):
                             target_entropy=-1.0, total_train_steps=args.iterations)
     optimizer = optax.adam(args.lr)
 
-    def returns(weights, goals):
+    def final_state(weights):
+        """Position and velocity `[..., dof]` at the end of the trajectory decoded from rest at time 0."""
         zeros = jnp.zeros(weights.shape[:-1] + (args.num_dof,))
         pos, vel = prodmp_trajectory(mp, weights, times, jnp.zeros(weights.shape[:-1]), zeros, zeros)
-        return -jnp.sum(jnp.square(pos[..., -1, :] - goals), -1) - 0.1 * jnp.sum(jnp.square(vel[..., -1, :]), -1)
+        return pos[..., -1, :], vel[..., -1, :]
+
+    def returns(weights, goals):
+        pos, vel = final_state(weights)
+        return -jnp.sum(jnp.square(pos - goals), -1) - 0.1 * jnp.sum(jnp.square(vel), -1)
 
     def init(key):
         key, init_key = jax.random.split(key)
@@ -128,9 +133,8 @@ def make_train(args: Args):
     def evaluate(params, key):
         goals = jax.random.uniform(key, (1024, args.num_dof), minval=-1.0, maxval=1.0)
         mean, _ = policy.apply(params, goals)
-        zeros = jnp.zeros((1024, args.num_dof))
-        pos, _ = prodmp_trajectory(mp, mean, times, jnp.zeros(1024), zeros, zeros)
-        return jnp.mean(jnp.linalg.norm(pos[:, -1] - goals, axis=-1))
+        pos, _ = final_state(mean)
+        return jnp.mean(jnp.linalg.norm(pos - goals, axis=-1))
 
     return init, jax.jit(run_chunk), jax.jit(evaluate)
 
