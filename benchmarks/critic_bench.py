@@ -34,13 +34,13 @@ import json
 import os
 import pathlib
 import platform
-import time
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
+from timing import time_jitted
 
 from toperl_jax import buffer as buffer_lib
 from toperl_jax import segments as seg_lib
@@ -139,23 +139,6 @@ def random_buffer(s: Shapes, rng: np.random.Generator) -> buffer_lib.TrajectoryB
     return buffer_lib.add(buf, ep)
 
 
-def timed(fn, args_fn, repeats: int):
-    """Compile `fn` (a jitted function) for `args_fn(0)`, run once to warm up, then time `repeats` calls."""
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args_fn(0)).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*args_fn(1)))
-    times = []
-    for i in range(repeats):
-        a = args_fn(2 + i)
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*a))
-        times.append(time.perf_counter() - t0)
-    q25, q50, q75 = np.percentile(times, [25, 50, 75])
-    return {"compile_s": compile_s, "median_s": float(q50), "q25_s": float(q25), "q75_s": float(q75),
-            "steps_per_s": 1.0 / float(q50), "times_s": times}
-
-
 def bench_task(name: str, args: Args, micro_batch: int) -> dict:
     s = SHAPES[name]
     if micro_batch and s.batch % micro_batch:
@@ -174,11 +157,11 @@ def bench_task(name: str, args: Args, micro_batch: int) -> dict:
            "token_budget_policy": seg_lib.token_budget(s.T, extra_row=False)}
 
     critic_step = jax.jit(lambda c, p, k: U.critic_step(learner, c, buf, p.params, p.old_params, 1, h0, k))
-    out["critic_step"] = timed(critic_step, lambda i: (cstate, pstate, keys(i)), args.repeats)
+    out["critic_step"] = time_jitted(critic_step, lambda i: (cstate, pstate, keys(i)), args.repeats)
     print(f"  {name} critic step: {out['critic_step']['median_s']:.3f} s", flush=True)
 
     policy_step = jax.jit(lambda c, p, k: U.policy_step(learner, p, buf, c.params, 1, h0, k))
-    out["policy_step"] = timed(policy_step, lambda i: (cstate, pstate, keys(i)), args.repeats)
+    out["policy_step"] = time_jitted(policy_step, lambda i: (cstate, pstate, keys(i)), args.repeats)
     print(f"  {name} policy step: {out['policy_step']['median_s']:.3f} s", flush=True)
 
     if args.breakdown:
@@ -190,7 +173,7 @@ def bench_task(name: str, args: Args, micro_batch: int) -> dict:
             _, _, m, L, _ = U.projected_policy(learner, p.params, p.old_params, U.decision_states(ep), 1, h0)
             return U.critic_targets(learner, c.target_params, ep, seg, layout, m, L, k_noise)[0]
 
-        out["critic_targets_only"] = timed(jax.jit(targets_only), lambda i: (cstate, pstate, keys(i)),
+        out["critic_targets_only"] = time_jitted(jax.jit(targets_only), lambda i: (cstate, pstate, keys(i)),
                                            args.repeats)
         print(f"  {name} critic targets only: {out['critic_targets_only']['median_s']:.3f} s", flush=True)
 
@@ -206,7 +189,7 @@ def bench_task(name: str, args: Args, micro_batch: int) -> dict:
         N = seg_lib.token_budget(s.T, extra_row=True)
         lengths = seg_lib.segment_lengths(s.T)
         tgt = jnp.asarray(rng.normal(size=(s.batch, N)), jnp.float32)
-        out["critic_grad_step_only"] = timed(
+        out["critic_grad_step_only"] = time_jitted(
             jax.jit(grad_step_fixed_targets),
             lambda i: (cstate, jnp.int32(lengths[i % len(lengths)]), jnp.int32(0), tgt), args.repeats)
         print(f"  {name} critic grad step only: {out['critic_grad_step_only']['median_s']:.3f} s", flush=True)
@@ -233,7 +216,7 @@ def main(args: Args):
             if key in res:
                 r = res[key]
                 print(f"| {name} | {label} | {r['compile_s']:.1f} | {r['median_s']:.3f} | "
-                      f"{r['q25_s']:.3f}–{r['q75_s']:.3f} | {r['steps_per_s']:.2f} |")
+                      f"{r['q25_s']:.3f}–{r['q75_s']:.3f} | {1.0 / r['median_s']:.2f} |")
     for name, res in results["tasks"].items():
         if name.startswith("box"):
             ours = res["critic_step"]["median_s"]

@@ -1,7 +1,7 @@
 """Reacher throughput: jitted MJX rollout vs native MuJoCo C stepping the same model (CPU).
 
 Counts control steps per second (each = frame_skip physics substeps + one forward), summed over the
-batch. Native rows: (a) a Python loop over mujoco.mj_step with the same PD + bias controller in
+batch, from the median of `--repeats` timed calls (`benchmarks/timing.py`). Native rows: (a) a Python loop over mujoco.mj_step with the same PD + bias controller in
 numpy (closed loop, one thread); (b) mujoco.rollout with open-loop controls, 2 threads (physics only,
 no controller, an upper bound for native). Prints a markdown table.
 
@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import jax
-import jax.numpy as jnp
 import mujoco
 import numpy as np
+from timing import time_calls, time_jitted
 
 from toperl_jax.envs import make
 from toperl_jax.envs.reacher import numpy_controller
@@ -36,15 +35,8 @@ def bench_mjx(task, batch: int, repeats: int) -> tuple[float, float]:
         final, tr = jax.vmap(task.rollout)(states, desired)
         return tr.rewards.sum()
 
-    t0 = time.perf_counter()
-    jax.block_until_ready(run(jax.random.PRNGKey(0)))
-    compile_s = time.perf_counter() - t0
-    best = np.inf
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(run(jax.random.PRNGKey(r + 1)))
-        best = min(best, time.perf_counter() - t0)
-    return compile_s, batch * T / best
+    r = time_jitted(run, lambda i: (jax.random.PRNGKey(i),), repeats)
+    return r["compile_s"], batch * T / r["median_s"]
 
 
 def bench_native_loop(task, batch: int, repeats: int) -> float:
@@ -54,9 +46,8 @@ def bench_native_loop(task, batch: int, repeats: int) -> float:
     T, dof = task.episode_length, task.num_dof
     rng = np.random.default_rng(0)
     desired = 0.5 * rng.standard_normal((batch, T, 2 * dof))
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def episodes():
         for b in range(batch):
             mujoco.mj_resetData(m, d)
             d.qpos[:] = rng.uniform(-0.1, 0.1, dof)
@@ -66,8 +57,8 @@ def bench_native_loop(task, batch: int, repeats: int) -> float:
                 for _ in range(task.frame_skip):
                     mujoco.mj_step(m, d)
                 mujoco.mj_forward(m, d)
-        best = min(best, time.perf_counter() - t0)
-    return batch * T / best
+
+    return batch * T / time_calls(episodes, repeats)["median_s"]
 
 
 def bench_native_rollout(task, batch: int, repeats: int, nthread: int = 2) -> float | None:
@@ -82,12 +73,8 @@ def bench_native_rollout(task, batch: int, repeats: int, nthread: int = 2) -> fl
     state0 = np.zeros((batch, mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)))
     ctrl = np.random.default_rng(0).uniform(-1, 1, (batch, nstep, m.nu))
     rollout.rollout([m] * batch, datas, state0, ctrl)   # warm up the pool
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        rollout.rollout([m] * batch, datas, state0, ctrl)
-        best = min(best, time.perf_counter() - t0)
-    return batch * nstep / task.frame_skip / best
+    median = time_calls(lambda: rollout.rollout([m] * batch, datas, state0, ctrl), repeats)["median_s"]
+    return batch * nstep / task.frame_skip / median
 
 
 def main():

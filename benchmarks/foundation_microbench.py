@@ -5,7 +5,8 @@ Times the jitted
   - KL projection forward, non-contextual covariance (TOP-ERL default: one factor, 512 means),
   - KL projection forward, contextual covariance (512 factors),
   - KL projection forward + backward of a loss through a reparameterised sample (both cases),
-reporting the compile time and the median and interquartile range of `--repeats` timed calls.
+reporting the compile time and the median and interquartile range of `--repeats` timed calls
+(after one warm-up call; `benchmarks/timing.py`).
 
 Run: `python benchmarks/foundation_microbench.py [--repeats 30] [--json results/foundation.json]`
 """
@@ -16,12 +17,12 @@ import dataclasses
 import json
 import pathlib
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tyro
+from timing import time_jitted
 
 from toperl_jax import gaussian
 from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
@@ -40,19 +41,6 @@ class Args:
     """timed calls per case (after one compile call)"""
     json: str | None = None
     """optional path for the raw results"""
-
-
-def timeit(fn, *inputs, repeats: int):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*inputs))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*inputs))
-        times.append(time.perf_counter() - t0)
-    q25, q50, q75 = np.percentile(times, [25, 50, 75])
-    return {"compile_s": compile_s, "median_ms": 1e3 * q50, "q25_ms": 1e3 * q25, "q75_ms": 1e3 * q75}
 
 
 def main(args: Args):
@@ -99,9 +87,10 @@ def main(args: Args):
     print("\n| case | median ms | IQR ms | compile s |\n|---|---|---|---|")
     results = {}
     for name, (fn, *inputs) in cases.items():
-        r = timeit(fn, *inputs, repeats=args.repeats)
+        r = time_jitted(fn, lambda i, inputs=inputs: inputs, repeats=args.repeats)
         results[name] = r
-        print(f"| {name} | {r['median_ms']:.2f} | {r['q25_ms']:.2f}–{r['q75_ms']:.2f} | {r['compile_s']:.2f} |")
+        print(f"| {name} | {1e3 * r['median_s']:.2f} | {1e3 * r['q25_s']:.2f}–{1e3 * r['q75_s']:.2f} "
+              f"| {r['compile_s']:.2f} |")
     if args.json:
         path = pathlib.Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,31 @@
+"""Timing helpers shared by the benchmark scripts: compile time, then the median and IQR of repeated calls."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+
+def time_calls(call, repeats: int) -> dict:
+    """Wall time of `repeats` calls of `call()` (which must block until its work is done)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    q25, q50, q75 = np.percentile(times, [25, 50, 75])
+    return {"median_s": float(q50), "q25_s": float(q25), "q75_s": float(q75), "times_s": times}
+
+
+def time_jitted(fn, args_fn, repeats: int) -> dict:
+    """Compile the jitted `fn` for `args_fn(0)` (timed as `compile_s`), warm up on `args_fn(1)`, then time
+    `repeats` calls on `args_fn(2)`, `args_fn(3)`, … (e.g. a fresh PRNG key per call)."""
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args_fn(0)).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(*args_fn(1)))
+    calls = iter(range(2, 2 + repeats))
+    result = time_calls(lambda: jax.block_until_ready(compiled(*args_fn(next(calls)))), repeats)
+    return {"compile_s": compile_s, **result}
