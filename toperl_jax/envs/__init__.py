@@ -4,12 +4,24 @@
     state = task.reset(key)                          # EnvState, obs [task.obs_size]
     state = task.step(state, desired_pos, desired_vel)
     final, traj = task.rollout(state, desired)       # desired [T, 2 dof] -> Rollout
+
+Task modules are imported on first use, so `import toperl_jax.envs` stays cheap and a task's
+MJCF is only compiled when that task is made.
 """
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, pd_torque
-from toperl_jax.envs.reacher import Reacher
+import importlib
 
-_REGISTRY = {"reacher": Reacher}
+from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, pd_torque
+
+# name -> ("module:Class", constructor kwargs)
+_REGISTRY: dict[str, tuple[str, dict]] = {
+    "reacher": ("toperl_jax.envs.reacher:Reacher", {}),
+    "box-pushing-dense": ("toperl_jax.envs.box_pushing:BoxPushing", {"reward_type": "dense"}),
+    "box-pushing-sparse": ("toperl_jax.envs.box_pushing:BoxPushing",
+                           {"reward_type": "temporal_sparse"}),
+    "hopper-jump-sparse": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": True}),
+    "hopper-jump-dense": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": False}),
+}
 
 
 def task_names() -> tuple[str, ...]:
@@ -18,10 +30,12 @@ def task_names() -> tuple[str, ...]:
 
 
 def make(name: str, **kwargs) -> EpisodicTask:
-    """Build a task by name; kwargs go to its constructor (e.g. episode_length)."""
+    """Build a task by name; kwargs go to its constructor (e.g. episode_length, random_init)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; accepted task names: {', '.join(task_names())}")
-    return _REGISTRY[name](**kwargs)
+    target, defaults = _REGISTRY[name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**{**defaults, **kwargs})
 
 
-__all__ = ["EnvState", "EpisodicTask", "Reacher", "Rollout", "make", "pd_torque", "task_names"]
+__all__ = ["EnvState", "EpisodicTask", "Rollout", "make", "pd_torque", "task_names"]
