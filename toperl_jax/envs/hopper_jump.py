@@ -6,8 +6,8 @@ goal on the floor. Re-implements fancy_gym's `fancy/HopperJumpSparse-v0` (TOP-ER
 Physics (`hopper_jump.xml`, the numbers of fancy_gym's hopper_jump.xml): gymnasium Hopper, RK4,
 timestep 0.002 s, frame_skip 4, so the control step is dt = 0.008 s; T = 250 control steps (2 s).
 qpos = [x, z, pitch, thigh, leg, foot] (z = torso height, rootz has ref 1.25), nv = 6.
-MJX sums the two geoms' contact margins where C MuJoCo takes their max; every geom has margin
-0.001, so the MJX copy of the model gets geom_margin / 2 and both activate contacts at 0.001 m.
+Contact pair margin 0.001 m as upstream (MuJoCo 2.3.3 took the max of the geoms' 0.001 margins;
+MuJoCo 4 and MJX add them, so the XML gives each geom 0.0005).
 
 Reset (same key -> same episode):
     qpos = [0, 1.5, 0, U(-0.5, 0), U(-0.2, 0), U(0, 0.785)],  qvel = 0   (starts 0.25 m up, drops)
@@ -143,14 +143,7 @@ class HopperJump(EpisodicTask):
             self.episode_length = int(episode_length)
         self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
         m = self.mj_model
-        margins = np.unique(m.geom_margin)
-        if margins.size != 1:
-            raise ValueError(f"hopper_jump.xml: the margin halving needs one geom margin, got {margins}")
-        self.contact_margin = float(margins[0])
-        """C MuJoCo's contact margin of every pair (max of the two geoms' margins)."""
-        mx = mujoco.MjModel.from_xml_path(str(XML_PATH))
-        mx.geom_margin[:] = m.geom_margin / 2.0   # MJX adds the pair's margins; C takes the max
-        self.mjx_model = mjx.put_model(mx, impl="jax")
+        self.mjx_model = mjx.put_model(m, impl="jax")
         self.dt = float(m.opt.timestep) * self.frame_skip
         self._torso = m.body("torso").id
         self._foot_site = m.site("foot_site").id
@@ -191,8 +184,16 @@ class HopperJump(EpisodicTask):
         foot = data.site_xpos[self._foot_site]
         return jnp.concatenate([data.qpos, qvel, foot - goal, goal[:1], t[None]])
 
-    def _post_step(self, data: mjx.Data, info: dict, a: jax.Array, time_step: jax.Array):
-        """Latches, metrics and reward after a step. Returns (info, metrics, reward)."""
+    def post_step(self, data: mjx.Data, info: dict, a: jax.Array, time_step: jax.Array):
+        """Latches, metrics and reward of the state in `data` reached by action `a` [3].
+
+        Args:
+            data: physics data after the step; info: the previous state's info (goal [3],
+                max_height, contact_dist [] float32; init_floor_contact, has_left_floor,
+                contact_with_floor [] bool); time_step: [] int32 steps taken incl. this one.
+        Returns:
+            (info, metrics {name: [] float32}, reward [] float32).
+        """
         z = data.xpos[self._torso, 2]
         foot = data.site_xpos[self._foot_site]
         goal = info["goal"]
@@ -224,15 +225,19 @@ class HopperJump(EpisodicTask):
         return info, metrics, f(reward)
 
     # -- interface ---------------------------------------------------------------------------
-    def reset(self, key: jax.Array) -> EnvState:
-        """New episode from `key` [2] uint32 (same key -> same episode)."""
-        key, k_q, k_g = jax.random.split(key, 3)
+    def sample_init(self, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(qpos [6], qvel [6], goal [3]) of a new episode from `key` (see the module docstring)."""
+        k_q, k_g = jax.random.split(key)
         lo, hi = np.asarray(self.init_joint_range, np.float32).T
         joints = jax.random.uniform(k_q, (3,), minval=lo, maxval=hi)
         qpos = jnp.concatenate([jnp.array([0.0, self.init_height, 0.0]), joints])
         gx = jax.random.uniform(k_g, (), minval=self.goal_x_range[0], maxval=self.goal_x_range[1])
-        goal = jnp.stack([gx, 0.0, 0.0])
-        return self.reset_to(qpos, jnp.zeros(6), goal, key)
+        return qpos, jnp.zeros(6), jnp.stack([gx, 0.0, 0.0])
+
+    def reset(self, key: jax.Array) -> EnvState:
+        """New episode from `key` [2] uint32 (same key -> same episode)."""
+        key, k_init = jax.random.split(key)
+        return self.reset_to(*self.sample_init(k_init), key)
 
     def reset_to(self, qpos: jax.Array, qvel: jax.Array, goal: jax.Array, key: jax.Array | None = None) -> EnvState:
         """Episode start from a given state: qpos [6], qvel [6], goal [3] (for tests and parity)."""
@@ -267,7 +272,7 @@ class HopperJump(EpisodicTask):
         data = state.mjx_data.replace(ctrl=a)
         data = jax.lax.fori_loop(0, self.frame_skip, lambda _, d: mjx.step(self.mjx_model, d), data)
         time_step = state.time_step + 1
-        info, metrics, reward = self._post_step(data, state.info, a, time_step)
+        info, metrics, reward = self.post_step(data, state.info, a, time_step)
         return state.replace(mjx_data=data, obs=self._obs(data, info["goal"], time_step),
                              time_step=time_step, desired_pos=desired_pos, desired_vel=desired_vel,
                              reward=reward, done=time_step >= self.episode_length, metrics=metrics,
