@@ -129,6 +129,8 @@ class HopperJump(EpisodicTask):
     """Uniform range of the goal's x (m)."""
     no_contact_dist = 5.0
     """Stand-in for contact_dist in the sparse reward when there was no landing."""
+    render_camera = "track"
+    """Camera for toperl_jax.envs.render (follows the centre of mass, side view)."""
 
     def __init__(self, sparse: bool = True, episode_length: int | None = None):
         self.sparse = bool(sparse)

@@ -147,6 +147,14 @@ class Reacher(EpisodicTask):
                              desired_vel=desired_vel, reward=self.reward(metrics),
                              done=time_step >= self.episode_length, metrics=metrics)
 
+    # -- rendering hook (toperl_jax.envs.render) ---------------------------------------------
+    def render_scene(self, model: mujoco.MjModel, data: mujoco.MjData, info: dict) -> list:
+        """The goal is not part of the model: draw it as a green sphere in the x-z plane."""
+        if "goal" not in info:
+            return []
+        gx, gz = np.asarray(info["goal"], np.float64)
+        return [{"pos": (gx, 0.0, gz), "size": self.success_radius, "rgba": (0.2, 0.8, 0.2, 0.8)}]
+
 
 def numpy_controller(task: Reacher, m: mujoco.MjModel, d: mujoco.MjData, desired_pos,
                      desired_vel) -> np.ndarray:
