@@ -6,6 +6,12 @@ numpy (closed loop, one thread); (b) mujoco.rollout with open-loop controls, 2 t
 no controller, an upper bound for native). Prints a markdown table.
 
     python benchmarks/env_bench.py [--batches 1 64 1024] [--repeats 3]
+    python benchmarks/env_bench.py --hopper [--hopper-batches 1 64 1024] [--hopper-steps 250 250 50]
+
+Hopper jump (`--hopper`): the same three columns on hopper-jump-sparse (RK4, 4 substeps per control step,
+TCE PD without bias). Its native loop and mujoco.rollout start from the task's reset state (torso at 1.5 m);
+`--hopper-steps` gives the control steps per episode timed at each batch (the episode starts with ~30 steps
+of free fall, then contacts).
 """
 
 from __future__ import annotations
@@ -77,11 +83,66 @@ def bench_native_rollout(task, batch: int, repeats: int, nthread: int = 2) -> fl
     return batch * nstep / task.frame_skip / median
 
 
+def bench_hopper(b: int, n: int, repeats: int) -> None:
+    """One hopper jump row (batch b, n control steps per episode): MJX jit rollout vs a native mj_step
+    loop with the same PD (on min(b, 64) episodes) and vs mujoco.rollout open-loop."""
+    from mujoco import rollout
+
+    from toperl_jax.envs.hopper_jump import numpy_action
+
+    task = make("hopper-jump-sparse", episode_length=n)
+    c, mjx_sps = bench_mjx(task, b, repeats if b <= 64 else 1)
+    m = task.mj_model
+    d = mujoco.MjData(m)
+    rng = np.random.default_rng(0)
+    nb = min(b, 64)
+    desired = rng.uniform(-1.5, 1.5, (nb, n, 6))
+
+    def episodes():
+        for e in range(nb):
+            mujoco.mj_resetData(m, d)
+            d.qpos[:] = [0, 1.5, 0, rng.uniform(-0.5, 0), rng.uniform(-0.2, 0), rng.uniform(0, 0.785)]
+            mujoco.mj_forward(m, d)
+            for k in range(n):
+                d.ctrl[:] = numpy_action(task, d.qpos, d.qvel, desired[e, k, :3], desired[e, k, 3:])
+                for _ in range(task.frame_skip):
+                    mujoco.mj_step(m, d)
+
+    nat = nb * n / time_calls(episodes, 1 if b > 1 else repeats)["median_s"]
+    datas = [mujoco.MjData(m) for _ in range(2)]
+    d.qpos[:] = [0, 1.5, 0, -0.25, -0.1, 0.4]
+    d.qvel[:] = 0
+    mujoco.mj_forward(m, d)
+    state = np.empty(mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS))
+    mujoco.mj_getState(m, d, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    state0 = np.tile(state, (b, 1))
+    ctrl = rng.uniform(-1, 1, (b, n * task.frame_skip, m.nu))
+    rollout.rollout([m] * b, datas, state0, ctrl)
+    ro = b * n / time_calls(lambda: rollout.rollout([m] * b, datas, state0, ctrl), repeats)["median_s"]
+    print(f"| {b} | {n} | {mjx_sps:,.0f} | {c:.1f} | {nat:,.0f} | {ro:,.0f} | {mjx_sps / nat:.3f} |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--hopper", action="store_true", help="benchmark hopper jump instead of the reacher")
+    p.add_argument("--hopper-batches", type=int, nargs="+", default=[1, 64, 1024])
+    p.add_argument("--hopper-steps", type=int, nargs="+", default=[250, 250, 50],
+                   help="control steps per episode timed at each hopper batch size")
     args = p.parse_args()
+    if args.hopper:
+        print(f"hopper-jump-sparse: dof 3, frame_skip 4 (RK4); jax {jax.__version__} on "
+              f"{jax.devices()[0].platform}, mujoco {mujoco.__version__}, {os.cpu_count()} CPUs, "
+              f"{platform.processor() or platform.machine()}\n")
+        print("| batch | steps/episode | MJX jit rollout (steps/s) | MJX compile (s) | native mj_step loop + numpy PD,"
+              " 1 thread (steps/s) | native mujoco.rollout open-loop, 2 threads (steps/s) | MJX / native loop |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for b, n in zip(args.hopper_batches, args.hopper_steps):
+            bench_hopper(b, n, args.repeats)
+        print("\nsteps = control steps (4 RK4 physics substeps each); the native loop above batch 64 is timed on 64"
+              " episodes; MJX above batch 64 on 1 call.")
+        return
     task = make("reacher")
     print(f"reacher: dof {task.num_dof}, T {task.episode_length}, frame_skip {task.frame_skip}; "
           f"jax {jax.__version__} on {jax.devices()[0].platform}, mujoco {mujoco.__version__}, "
