@@ -133,6 +133,14 @@ class Learner:
             up to float summation order and the noise ξ is drawn for the whole batch either way; only peak
             memory and speed change. On a CPU, chunks of 8–16 trajectories keep the attention tensors
             cache-sized (about 2× faster at box-pushing shapes); on a GPU leave None.
+        segment_length: None (TOP-ERL) draws a random segment length per update (spec §3); an int fixes ℓ for
+            every update (the paper's fixed-segmentation ablation; the offset stays random). It must be one of
+            `segments.segment_lengths(T, max_num_segments)` so that the packed token budget holds.
+        use_projection: False drops the trust-region projection and its entropy control (ablation): the policy
+            loss uses the raw (μ, L) and the trust-region loss is 0.
+        enforce_initial_condition: True (TOP-ERL) decodes the V-target actions â of a row from the buffered
+            desired pos/vel at the row start; False decodes them from the episode's initial condition
+            (init_time, init_pos, init_vel), like the policy loss (the paper's ablation).
     """
 
     critic: TransformerCritic
@@ -149,6 +157,9 @@ class Learner:
     critic_tau: float = 0.005
     old_policy_rate: float = 0.005
     micro_batch: int | None = None
+    segment_length: int | None = None
+    use_projection: bool = True
+    enforce_initial_condition: bool = True
 
     def __post_init__(self):
         if self.mp.num_params != self.policy.action_dim:
@@ -177,6 +188,11 @@ class Learner:
         for name in ("critic_tau", "old_policy_rate"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.segment_length is not None and self.segment_length not in seg_lib.segment_lengths(
+                self.T, self.max_num_segments):
+            raise ValueError(f"segment_length must be None (random) or one of segment_lengths(T={self.T}, "
+                             f"{self.max_num_segments}) = {seg_lib.segment_lengths(self.T, self.max_num_segments).tolist()}"
+                             f", got {self.segment_length!r}")
         # Largest position-table index: a padded action of the extra row, < 2T.
         if 2 * self.T > self.critic.block_size:
             raise ValueError(f"critic.block_size={self.critic.block_size} must be ≥ 2·T = {2 * self.T} "
@@ -261,8 +277,10 @@ def projected_policy(learner: Learner, params: PyTree, old_params: PyTree, d_sta
     Returns `(mean [B, k], L, mean_proj [B, k], L_proj, info)`; L is `[k, k]` (non-contextual) or `[B, k, k]`.
     The old policy is evaluated under stop_gradient; gradients reach `params` through the projection.
     """
-    mean_old, L_old = learner.policy.apply(old_params, d_states)
     mean, L = learner.policy.apply(params, d_states)
+    if not learner.use_projection:
+        return mean, L, mean, L, {"fallback": jnp.zeros(mean.shape[:-1], bool)}
+    mean_old, L_old = learner.policy.apply(old_params, d_states)
     mean_p, L_p, info = kl_projection(learner.projection, mean, L, sg(mean_old), sg(L_old), step, initial_entropy)
     return mean, L, mean_p, L_p, info
 
@@ -411,12 +429,17 @@ def _targets_chunk(learner: Learner, target_params: PyTree, episodes: buffer_lib
 
     # â: per-row weights with the relative-goal fix, decoded per token from the buffered init condition.
     w_rows = row_weights(mean_proj, L_proj, xi)  # [b, R, k]
-    seg_pos = episodes.desired_pos[:, c_row]  # [b, R, dof]
-    seg_vel = episodes.desired_vel[:, c_row]
-    w_fixed = fix_relative_goal_for_segments(mp, w_rows, episodes.desired_pos[:, 0], seg_pos)
     times = action_times(episodes.init_time, layout.time_index, dt)  # [b, N]
-    seg_init_time = action_times(episodes.init_time, c_tok, dt) - dt  # t_c − dt, [b, N]
-    actions = decode_token_actions(mp, w_fixed[:, row], times, seg_init_time, seg_pos[:, row], seg_vel[:, row])
+    if learner.enforce_initial_condition:
+        seg_pos = episodes.desired_pos[:, c_row]  # [b, R, dof]
+        seg_vel = episodes.desired_vel[:, c_row]
+        w_fixed = fix_relative_goal_for_segments(mp, w_rows, episodes.desired_pos[:, 0], seg_pos)
+        seg_init_time = action_times(episodes.init_time, c_tok, dt) - dt  # t_c − dt, [b, N]
+        actions = decode_token_actions(mp, w_fixed[:, row], times, seg_init_time, seg_pos[:, row],
+                                       seg_vel[:, row])
+    else:  # ablation: the whole trajectory from the episode's initial condition, read at the row's times
+        actions = decode_token_actions(mp, w_rows[:, row], times, episodes.init_time[:, None],
+                                       episodes.init_pos[:, None, :], episodes.init_vel[:, None, :])
     # Padded actions (k ≥ T) cannot influence the valid tokens (causal rows); zero them like the buffer pads.
     actions = jnp.where((layout.is_action & layout.valid)[:, None], actions, 0.0)
 
@@ -534,6 +557,16 @@ def critic_loss_and_grad(learner: Learner, params: PyTree, episodes: buffer_lib.
     return per_critic, grads
 
 
+def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_lib.Segmentation:
+    """The segmentation of one update: random length and offset (spec §3), or the fixed
+    `learner.segment_length` with a random offset (o ~ U{0 … ℓ − 1}, 0 when T // ℓ = 1)."""
+    if learner.segment_length is None:
+        return seg_lib.sample_segmentation(key, learner.T, learner.max_num_segments, extra_row)
+    length = learner.segment_length
+    offset = jax.random.randint(key, (), 0, length, dtype=jnp.int32) if learner.T // length > 1 else 0
+    return seg_lib.make_segmentation(length, offset, learner.T, learner.max_num_segments, extra_row)
+
+
 def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.TrajectoryBuffer, policy_params: PyTree,
                 old_policy_params: PyTree, step, initial_entropy, key: jax.Array) -> tuple[CriticState, dict]:
     """One critic gradient step (spec §2.3): fresh uniform batch, fresh segmentation with the extra row,
@@ -553,7 +586,7 @@ def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.Traject
     """
     k_batch, k_seg, k_noise, k_drop = jax.random.split(key, 4)
     episodes = buffer_lib.sample(buffer, k_batch, learner.batch_size)
-    seg = seg_lib.sample_segmentation(k_seg, learner.T, learner.max_num_segments, extra_row=True)
+    seg = draw_segmentation(learner, k_seg, extra_row=True)
     layout = seg_lib.packed_layout(seg)
     _, _, mean_p, L_p, _ = projected_policy(learner, policy_params, old_policy_params, decision_states(episodes),
                                             step, initial_entropy)
@@ -641,7 +674,7 @@ def policy_loss(learner: Learner, params: PyTree, old_params: PyTree, critic_par
     mean, L, mean_p, L_p, info = projected_policy(learner, params, old_params, decision_states(episodes), step,
                                                   initial_entropy)
     ql, _ = q_loss(learner, critic_params, episodes, seg, layout, mean_p, L_p, key)
-    tr = trust_region_loss(learner.projection, mean, L, mean_p, L_p)
+    tr = trust_region_loss(learner.projection, mean, L, mean_p, L_p) if learner.use_projection else jnp.zeros(())
     loss = ql + tr
     metrics = {"policy_loss": loss, "q_loss": ql, "trust_region_loss": tr,
                "entropy": jnp.mean(gaussian.entropy(L_p)),
@@ -670,7 +703,8 @@ def policy_loss_and_grad(learner: Learner, params: PyTree, old_params: PyTree, c
     def project(p):
         mean, L, mean_p, L_p, info = projected_policy(learner, p, old_params, decision_states(episodes), step,
                                                       initial_entropy)
-        tr = trust_region_loss(learner.projection, mean, L, mean_p, L_p)
+        tr = (trust_region_loss(learner.projection, mean, L, mean_p, L_p) if learner.use_projection
+              else jnp.zeros(()))
         return (mean_p, L_p, tr), info
 
     (mean_p, L_p, tr), pullback, info = jax.vjp(project, params, has_aux=True)
@@ -681,7 +715,7 @@ def policy_loss_and_grad(learner: Learner, params: PyTree, old_params: PyTree, c
     def body(acc_L, x):
         ep, m, xi_c, L_c = x
         L_in = L_c if contextual else L_p
-        f = lambda m_, L_: -_q_loss_sum(learner, critic_params, ep, seg, layout, m_, L_, xi_c)[0] / norm  # noqa: E731
+        f = lambda m_, L_: -_q_loss_sum(learner, critic_params, ep, seg, layout, m_, L_, xi_c)[0] / norm
         ql, (d_m, d_L) = jax.value_and_grad(f, argnums=(0, 1))(m, L_in)
         if contextual:
             return acc_L, (ql, d_m, d_L)
@@ -706,7 +740,7 @@ def policy_step(learner: Learner, state: PolicyState, buffer: buffer_lib.Traject
     """
     k_batch, k_seg, k_noise = jax.random.split(key, 3)
     episodes = buffer_lib.sample(buffer, k_batch, learner.batch_size)
-    seg = seg_lib.sample_segmentation(k_seg, learner.T, learner.max_num_segments, extra_row=False)
+    seg = draw_segmentation(learner, k_seg, extra_row=False)
     grads, metrics = policy_loss_and_grad(learner, state.params, state.old_params, critic_params, episodes, seg,
                                           step, initial_entropy, k_noise)
     updates, opt_state = learner.policy_optimizer.update(grads, state.opt_state, state.params)

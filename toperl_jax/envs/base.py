@@ -154,6 +154,14 @@ class EpisodicTask(abc.ABC):
     def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
         """One control step tracking (desired_pos, desired_vel)."""
 
+    def mdp_rewards(self, rollout: Rollout) -> jax.Array:
+        """[T] rewards the learner stores for `rollout` (default: the env rewards unchanged).
+
+        Tasks whose learner-side reward differs from the env reward override this (hopper jump moves its
+        sparse final reward to the take-off step, top_erl.md §6).
+        """
+        return rollout.rewards
+
     def rollout(self, state: EnvState, desired: jax.Array) -> tuple[EnvState, Rollout]:
         """Execute a desired trajectory with `lax.scan` over `step`.
 

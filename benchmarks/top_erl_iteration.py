@@ -1,0 +1,88 @@
+"""Time one TOP-ERL iteration of a preset, split into rollout, critic updates and policy updates.
+
+    python benchmarks/top_erl_iteration.py --task box-dense            # upstream box-pushing shapes
+    python benchmarks/top_erl_iteration.py --task reach --repeats 10
+
+Each part is jitted on its own at the preset's shapes (the rollout of `num_envs` episodes with MJX and the
+ProDMP decode; `epochs_critic` critic steps; `epochs_policy` policy steps plus the old-policy update), the
+buffer filled with `buffer_size` real episodes of the initial policy first. Printed: compile time, median and
+IQR of `--repeats` calls per part, env steps per second of the rollout, the iteration total and the projected
+wall time for the preset's whole run (iterations × per-iteration median; the paper's box-pushing budget is
+35k iterations = 14M env steps). Flags other than these go to the variant's Args (e.g. `--micro-batch 8`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from timing import time_jitted
+
+from toperl_jax import buffer as buffer_lib
+from toperl_jax import updates
+
+_spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
+te = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = te
+_spec.loader.exec_module(te)
+
+
+def main(argv: list[str]) -> dict:
+    repeats, out = 5, None
+    if "--repeats" in argv:
+        i = argv.index("--repeats")
+        repeats = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+    if "--json" in argv:
+        i = argv.index("--json")
+        out = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    args = te.parse_args(argv)
+    program = te.make_train(args)
+    task, learner = program.task, program.learner
+    state = jax.jit(program.init)(jax.random.PRNGKey(args.seed))
+    rollout_j = jax.jit(lambda params, key: program.rollout(params, key, args.num_envs, False)[0])
+    buf = state.buffer
+    add = jax.jit(buffer_lib.add)
+    for i in range(-(-args.buffer_size // args.num_envs)):
+        buf = add(buf, rollout_j(state.policy.params, jax.random.PRNGKey(1000 + i)))
+    h0 = updates.initial_entropy(learner, state.policy.old_params, buf.data.states[:8, 0])
+    it = args.policy_update_from
+
+    critic_j = jax.jit(lambda c, b, p, k: updates.critic_update(learner, c, b, p.params, p.old_params, it, h0, k,
+                                                                args.epochs_critic))
+    policy_j = jax.jit(lambda p, b, c, k: updates.policy_update(learner, p, b, c.params, it, h0, k,
+                                                                args.epochs_policy))
+    key = lambda i: jax.random.PRNGKey(i)
+    parts = {
+        "rollout": time_jitted(rollout_j, lambda i: (state.policy.params, key(i)), repeats),
+        "critic_updates": time_jitted(critic_j, lambda i: (state.critic, buf, state.policy, key(i)), repeats),
+        "policy_updates": time_jitted(policy_j, lambda i: (state.policy, buf, state.critic, key(i)), repeats),
+    }
+    total = sum(p["median_s"] for p in parts.values())
+    steps = args.num_envs * task.episode_length
+    result = {"task": args.task, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
+              "args": dataclasses.asdict(args), "micro_batch_used": learner.micro_batch,
+              "parts": {n: {k: v for k, v in p.items() if k != "times_s"} for n, p in parts.items()},
+              "iteration_s": total, "rollout_env_steps_per_s": steps / parts["rollout"]["median_s"],
+              "projected_run_h": total * args.iterations / 3600, "env_steps_per_run": steps * args.iterations}
+    print(f"{args.task} on {result['device']} (micro_batch {learner.micro_batch}); medians of {repeats} calls")
+    for n, p in parts.items():
+        print(f"  {n:15s} {1e3 * p['median_s']:10.1f} ms  (IQR {1e3 * p['q25_s']:.1f}–{1e3 * p['q75_s']:.1f}; "
+              f"compile {p['compile_s']:.1f} s)")
+    print(f"  iteration       {1e3 * total:10.1f} ms; rollout {result['rollout_env_steps_per_s']:,.0f} env steps/s; "
+          f"{args.iterations} iterations ({result['env_steps_per_run'] / 1e6:.2f}M env steps) ≈ "
+          f"{result['projected_run_h']:.1f} h")
+    if out:
+        pathlib.Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,124 @@
+"""variants/top_erl.py: flags and presets, exact resume, seeds under vmap, and learning on the reach task."""
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+_spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
+te = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = te
+_spec.loader.exec_module(te)
+
+# A tiny configuration: every part of an iteration runs (critic from iteration 1, policy from 2), 2 chunks.
+TINY = te.Args(iterations=4, eval_interval=2, num_envs=4, batch_size=8, epochs_critic=2, epochs_policy=1,
+               critic_update_from=1, policy_update_from=2, buffer_size=16, n_embd=16, n_head=2, n_layer=1,
+               policy_hidden_sizes=(16,), num_eval_episodes=4, micro_batch=4)
+
+
+def _eval_history(summary, seed_index=0):
+    return [{n: v[seed_index] for n, v in h.items() if n.startswith("eval/")} for h in summary["history"]]
+
+
+def _params(summary, seed_index=0):
+    return jax.tree.map(lambda x: np.asarray(x[seed_index]), (summary["state"].policy.params,
+                                                              summary["state"].critic.params))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    args = dataclasses.replace(TINY, logdir=str(tmp_path_factory.mktemp("runs")), run_name="full")
+    return te.run(args, verbose=False)
+
+
+def test_presets_reproduce_upstream_configs():
+    """Values from the upstream YAMLs (mprl/config/*/seq/entire/shared_*.yaml and slurm_*.yaml)."""
+    box, sparse, hop = te.PRESETS["box-dense"], te.PRESETS["box-sparse"], te.PRESETS["hopper-jump"]
+    for p in (box, sparse):
+        assert (p.lr_policy, p.lr_critic, p.wd_policy, p.wd_critic) == (3e-4, 5e-5, 1e-5, 1e-5)
+        assert (p.epochs_policy, p.epochs_critic, p.batch_size) == (15, 30, 512)
+        assert (p.critic_update_from, p.policy_update_from, p.iterations, p.num_envs) == (300, 2000, 35000, 4)
+        assert (p.num_basis, p.tau, p.weights_scale, p.goal_scale, p.basis_bandwidth_factor) == (8, 2.0, .3, .3, 3)
+        assert (p.cov_bound, p.entropy_schedule, p.target_entropy, p.temperature) == (5e-4, "linear", 0.0, 0.7)
+        assert (p.policy_hidden_sizes, p.min_std, p.n_embd, p.n_layer, p.n_head) == ((256, 256), 1e-5, 128, 2, 8)
+        assert (p.dropout, p.use_layer_norm, p.relative_pos, p.double_critic) == (0.0, True, False, False)
+        assert (p.eval_interval, p.num_eval_episodes, p.random_init) == (100, 152, True)
+    assert (box.mean_bound, box.buffer_size, box.env) == (0.05, 5000, "box-pushing-dense")
+    assert (sparse.mean_bound, sparse.buffer_size, sparse.env) == (0.005, 7000, "box-pushing-sparse")
+    assert (hop.lr_policy, hop.lr_critic, hop.wd_policy, hop.wd_critic) == (1e-4, 1e-4, 5e-5, 5e-5)
+    assert (hop.epochs_policy, hop.epochs_critic, hop.batch_size, hop.buffer_size) == (10, 20, 256, 1000)
+    assert (hop.critic_update_from, hop.policy_update_from, hop.iterations, hop.num_envs) == (1, 250, 15000, 1)
+    assert (hop.num_basis, hop.tau, hop.weights_scale, hop.min_std, hop.policy_hidden_sizes) == (3, .8, 1, 1e-4,
+                                                                                               (128, 128))
+    assert (hop.mean_bound, hop.cov_bound, hop.entropy_schedule) == (0.1, 0.02, "none")
+    assert hop.reward_redistribution and hop.env == "hopper-jump-sparse"
+
+
+def test_parse_args_preset_then_overrides():
+    args = te.parse_args(["--task", "box-sparse", "--batch-size", "256", "--no-projection", "--segment-length", "25"])
+    assert args == dataclasses.replace(te.PRESETS["box-sparse"], batch_size=256, projection=False, segment_length=25)
+    assert te.parse_args([]) == te.PRESETS["reach"] == te.Args()
+    with pytest.raises(SystemExit):
+        te.parse_args(["--task", "box-dens"])
+
+
+@pytest.mark.parametrize("change, flag", [
+    ({"env": "box_pushing_typo"}, "unknown task"),
+    ({"batch_size": 4096}, "--batch-size"),
+    ({"num_envs": 3000}, "--num-envs"),
+    ({"policy_update_from": 500}, "--policy-update-from"),
+    ({"critic_update_from": 30, "policy_update_from": 20}, "--policy-update-from"),
+    ({"segment_length": 7}, "--segment-length"),
+    ({"micro_batch": 7}, "--micro-batch"),
+    ({"n_embd": 30}, "--n-embd"),
+])
+def test_bad_flags_fail_before_compiling(change, flag):
+    with pytest.raises(ValueError, match=flag):
+        te.make_train(dataclasses.replace(te.Args(), **change))
+
+
+def test_run_writes_logs_summary_and_checkpoint(uninterrupted):
+    run_dir = pathlib.Path(uninterrupted["run_dir"])
+    assert (run_dir / "summary.json").is_file() and (run_dir / "args.json").is_file()
+    assert list((run_dir / "seed_0").glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [1, 2]
+    s = uninterrupted
+    assert [h["iteration"] for h in s["history"]] == [0, 2, 4]
+    assert s["env_steps"] == 4 * 4 * 50
+    per_seed = s["per_seed"][0]
+    assert per_seed["final"]["iteration"] == 4
+    assert set(per_seed["final"]) >= {"eval/return", "eval/is_success", "eval/distance"}
+    assert all(np.isfinite(v) for v in per_seed["final"].values())
+
+
+def test_resume_continues_exactly(uninterrupted, tmp_path):
+    args = dataclasses.replace(TINY, logdir=str(tmp_path), run_name="split")
+    first = te.run(args, max_chunks=1, verbose=False)
+    assert first["iterations_done"] == 2
+    with pytest.raises(ValueError, match="--lr-policy"):
+        te.run(dataclasses.replace(args, resume=True, lr_policy=0.5), verbose=False)
+    resumed = te.run(dataclasses.replace(args, resume=True), verbose=False)
+    assert resumed["iterations_done"] == 4
+    assert _eval_history(resumed) == _eval_history(uninterrupted)
+    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(uninterrupted))
+    saved = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert [h["iteration"] for h in saved["history"]] == [0, 2, 4]
+
+
+def test_two_seeds_equal_two_single_seed_runs(uninterrupted, tmp_path):
+    both = te.run(dataclasses.replace(TINY, logdir=str(tmp_path), run_name="both", num_seeds=2,
+                                      checkpoint_interval=0), verbose=False)
+    second = te.run(dataclasses.replace(TINY, logdir=str(tmp_path), run_name="second", seed=1,
+                                        checkpoint_interval=0), verbose=False)
+    for i, single in enumerate((uninterrupted, second)):
+        for a, b in zip(_eval_history(both, i), _eval_history(single)):
+            for n in a:
+                np.testing.assert_allclose(a[n], b[n], rtol=1e-4, atol=1e-5, err_msg=n)
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), _params(both, i),
+                     _params(single))
+    assert (tmp_path / "both" / "seed_1").is_dir()
