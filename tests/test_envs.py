@@ -43,7 +43,7 @@ def test_reset_shapes_and_time_feature():
     assert float(s.obs[-1]) == 0.0
     np.testing.assert_array_equal(s.obs[:2], s.desired_pos)       # measured pos = initial condition
     np.testing.assert_array_equal(s.obs[2:4], s.desired_vel)
-    np.testing.assert_array_equal(s.obs[4:6], s.info["goal"])
+    np.testing.assert_allclose(s.obs[4:6], s.info["goal"] / TASK.reach, rtol=1e-6)
     s1 = step(s, s.desired_pos, s.desired_vel)
     assert int(s1.time_step) == 1 and float(s1.obs[-1]) == pytest.approx(1 / T)
 
@@ -57,6 +57,7 @@ def test_same_key_same_episode_different_keys_different_goals():
     assert len({tuple(np.round(np.asarray(g), 6)) for g in goals}) == 8
     r = np.linalg.norm(np.asarray(goals), axis=-1)
     assert np.all((r >= 0.05 - 1e-6) & (r <= 0.2 + 1e-6))
+    assert np.all(np.asarray(goals)[:, 0] >= 0.0)  # the half plane in front of the shoulder
 
 
 def test_pd_holds_still_against_gravity():
@@ -117,13 +118,14 @@ def test_reward_and_success_hand_computed():
     tip = np.array([l1 * np.cos(q1) + l2 * np.cos(q1 + q2), -(l1 * np.sin(q1) + l2 * np.sin(q1 + q2))])
     np.testing.assert_allclose(d.site_xpos[0][[0, 2]], tip, atol=1e-9)
     np.testing.assert_allclose(s1.obs[:2], d.qpos, atol=1e-4)
+    np.testing.assert_allclose(s1.obs[6:8], tip / 0.21, atol=1e-4)  # positions observed in units of the reach
     dist = np.linalg.norm(tip - np.asarray(goal))
     expected = -dist - 0.01 * np.sum((tau / 3.0) ** 2)
     assert float(s1.reward) == pytest.approx(expected, abs=1e-4)
     assert float(s1.metrics["distance"]) == pytest.approx(dist, abs=1e-4)
     assert float(s1.metrics["is_success"]) == 0.0
     # success: put the goal within 1 cm of the current fingertip
-    s2 = s1.replace(info={"goal": s1.obs[6:8] + jnp.array([0.0, 0.01])})
+    s2 = s1.replace(info={"goal": s1.obs[6:8] * TASK.reach + jnp.array([0.0, 0.01])})
     s3 = step(s2, s2.obs[:2], jnp.zeros(DOF))
     assert float(s3.metrics["distance"]) < TASK.success_radius
     assert float(s3.metrics["is_success"]) == 1.0

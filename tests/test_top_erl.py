@@ -73,7 +73,7 @@ def test_parse_args_preset_then_overrides():
     ({"num_envs": 3000}, "--num-envs"),
     ({"policy_update_from": 500}, "--policy-update-from"),
     ({"critic_update_from": 30, "policy_update_from": 20}, "--policy-update-from"),
-    ({"segment_length": 7}, "--segment-length"),
+    ({"segment_length": 9}, "--segment-length"),
     ({"micro_batch": 7}, "--micro-batch"),
     ({"n_embd": 30}, "--n-embd"),
 ])

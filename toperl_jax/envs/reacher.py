@@ -9,7 +9,9 @@ so the controller's qfrc_bias term matters), links 0.10 m and 0.11 m of 0.5 kg e
 step is dt = 0.02 s; T = 50 control steps (1 s episodes).
 
 Reset: q ~ U(-0.1, 0.1)^2 rad, qd ~ U(-0.1, 0.1)^2 rad/s; goal g = r (cos a, sin a) in the x-z
-plane with r ~ U(0.05, 0.20) m, a ~ U(-pi, pi) (inside the 0.21 m reach).
+plane with r ~ U(0.05, 0.20) m, a ~ U(-pi/2, pi/2) (the half plane in front of the shoulder, x >= 0,
+inside the 0.21 m reach). Restricting a to a half plane keeps the goal -> joint-angle map continuous (a
+full circle would force a discontinuity behind the arm), which is what lets an agent learn it in minutes.
 
 Control (see base.py): tau = clip(clip(Kp (q_d - q) + Kd (qd_d - qd), +-3) + qfrc_bias, +-3) N m,
 Kp = 10 N m/rad, Kd = 0.5 N m s/rad per joint, held for frame_skip substeps.
@@ -19,8 +21,9 @@ Reward after each step (p = fingertip x-z position after the step):
 Metrics after each step: distance = ||p - g||, is_success = float(distance < 0.02 m),
 ctrl_cost = the subtracted control term. The episode's success is `is_success` at the last step.
 
-Observation [9]: qpos (2), qvel (2), goal x-z (2), fingertip x-z (2), t / duration (1)
-(t = time_step * dt, so 0 at reset and 1 after the last step).
+Observation [9]: qpos (2), qvel (2), goal x-z / reach (2), fingertip x-z / reach (2), t / duration (1)
+(reach = 0.21 m, so positions are O(1) like the joint angles; t = time_step * dt, so 0 at reset and 1
+after the last step). Rewards and metrics use metres.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ class Reacher(EpisodicTask):
     """Success: fingertip within this distance (m) of the goal at the last step."""
     goal_radius_range = (0.05, 0.20)
     """Goal distance from the shoulder, m (uniform)."""
+    goal_angle_range = (-0.5 * np.pi, 0.5 * np.pi)
+    """Goal angle from the +x axis in the x-z plane, rad (uniform)."""
+    reach = 0.21
+    """Arm length (m); observed positions are divided by it."""
     init_pos_noise = 0.1
     """Initial joint positions ~ U(-x, x) rad."""
     init_vel_noise = 0.1
@@ -93,7 +100,8 @@ class Reacher(EpisodicTask):
 
     def _obs(self, data: mjx.Data, goal: jax.Array, time_step: jax.Array) -> jax.Array:
         t = time_step.astype(jnp.float32) / self.episode_length
-        return jnp.concatenate([data.qpos, data.qvel, goal, self.fingertip(data), t[None]])
+        return jnp.concatenate([data.qpos, data.qvel, goal / self.reach, self.fingertip(data) / self.reach,
+                                t[None]])
 
     def _metrics(self, data, goal, tau):
         dist = jnp.linalg.norm(self.fingertip(data) - goal)
@@ -113,7 +121,7 @@ class Reacher(EpisodicTask):
         qd = jax.random.uniform(k_v, (2,), minval=-self.init_vel_noise, maxval=self.init_vel_noise)
         r = jax.random.uniform(k_r, (), minval=self.goal_radius_range[0],
                                maxval=self.goal_radius_range[1])
-        a = jax.random.uniform(k_a, (), minval=-jnp.pi, maxval=jnp.pi)
+        a = jax.random.uniform(k_a, (), minval=self.goal_angle_range[0], maxval=self.goal_angle_range[1])
         goal = r * jnp.stack([jnp.cos(a), jnp.sin(a)])
         data = mjx.make_data(self.mjx_model).replace(qpos=q, qvel=qd)
         data = mjx.forward(self.mjx_model, data)
