@@ -122,3 +122,20 @@ def test_two_seeds_equal_two_single_seed_runs(uninterrupted, tmp_path):
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), _params(both, i),
                      _params(single))
     assert (tmp_path / "both" / "seed_1").is_dir()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["box-dense", "box-sparse", "hopper-jump"])
+def test_paper_presets_run_without_nan(task, tmp_path):
+    """Smoke test at the full upstream shapes (batch, networks, T, epochs, buffer): 2 iterations with critic
+    and policy updates switched on from the start."""
+    args = dataclasses.replace(te.PRESETS[task], iterations=2, eval_interval=2, critic_update_from=1,
+                               policy_update_from=1, num_eval_episodes=8, logdir=str(tmp_path),
+                               checkpoint_interval=0)
+    s = te.run(args, verbose=False)
+    final = s["per_seed"][0]["final"]
+    assert final["iteration"] == 2
+    assert all(np.isfinite(v) for v in final.values()), final
+    state = s["state"]
+    for leaf in jax.tree.leaves((state.policy.params, state.critic.params)):
+        assert np.isfinite(np.asarray(leaf)).all()

@@ -205,7 +205,8 @@ class Args:
     """persistent XLA compilation cache, so that a second run skips the compile ('' disables; an already
     configured jax_compilation_cache_dir wins)"""
     video: bool = False
-    """render one evaluation episode of the final policy to `run_dir/final.mp4` (needs a headless GL)"""
+    """render one episode of the final mean policy to `run_dir/final.mp4` (headless: run with MUJOCO_GL=egl;
+    mp4 needs the `render` extra)"""
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -587,15 +588,22 @@ def _headline(ev: dict, train: dict | None = None) -> dict[str, float]:
 
 
 def _render_final(args: Args, task, learner, state, run_dir: pathlib.Path, say) -> None:
+    """Render one episode of seed 0's deterministic policy to run_dir/final.mp4 (failures are reported, not
+    raised, so that a finished run is never lost to a missing GL backend)."""
     try:
         from toperl_jax.envs import render
-    except ImportError as e:  # pragma: no cover - depends on the optional renderer
-        say(f"--video: rendering unavailable ({e})")
-        return
-    params = jax.tree.map(lambda x: x[0], state.policy.params)
-    path = render.render_policy_episode(task, learner, params, jax.random.PRNGKey(args.seed),
-                                        run_dir / "final.mp4")
-    say(f"video of the final policy (seed {args.seed}): {path}")
+
+        params = jax.tree.map(lambda x: x[0], state.policy.params)
+        start = task.reset(jax.random.PRNGKey(args.seed))
+        mean, _ = learner.policy.apply(params, start.obs[None])
+        pos, vel = prodmp_trajectory(learner.mp, mean[0], task.action_times(), 0.0, start.desired_pos,
+                                     start.desired_vel)
+        states = jax.jit(lambda s, d: render.episode_states(task, s, d))(start, jnp.concatenate([pos, vel], -1))
+        path = render.render_episode(task, states, run_dir / "final.mp4")
+        say(f"video of the final policy (seed {args.seed}): {path}")
+    except Exception as e:  # noqa: BLE001 - report and keep the run's results
+        say(f"--video failed: {type(e).__name__}: {e}\n(headless rendering needs MUJOCO_GL=egl or osmesa set "
+            "before start, and `pip install -e .[render]` for mp4)")
 
 
 if __name__ == "__main__":
