@@ -394,13 +394,21 @@ def test_no_nan_1000_random_episodes():
 
 @pytest.mark.slow
 def test_sparse_rewards_in_a_rollout_and_fixed_init():
-    """The sparse task's step rewards: per-step terms, plus the terminal terms at t = T only."""
+    """The sparse task's step rewards = the dense ones with the goal terms and the energy weight
+    swapped (all recomputed from the recorded observations), plus the terminal terms at t = T."""
     states, desired, (_, tr_dense) = _random_prodmp_rollout()
-    _, tr = jit(jax.vmap(SPARSE.rollout))(states, desired)
+    final, tr = jit(jax.vmap(SPARSE.rollout))(states, desired)
     np.testing.assert_allclose(tr.obs, tr_dense.obs, atol=1e-6)         # same physics
-    dense, sparse = np.asarray(tr_dense.rewards), np.asarray(tr.rewards)
-    assert np.all(sparse[:, -1] < sparse[:, :-1].min(1))                 # terminal penalty
+    obs = np.concatenate([np.asarray(tr.obs[:, 1:], np.float64), np.asarray(final.obs[:, None], np.float64)], 1)
+    dg = np.linalg.norm(obs[..., 14:17] - obs[..., 21:24], axis=-1)                       # after each step
+    phi = 2 * np.arccos(np.minimum(np.abs(np.sum(obs[..., 17:21] * obs[..., 24:28], -1)), 1))
+    q, qd = np.asarray(tr.obs[..., :7], np.float64), np.asarray(tr.obs[..., 7:14], np.float64)
+    des = np.asarray(desired, np.float64)
+    energy = (np.clip(KP * (des[..., :7] - q) + KD * (des[..., 7:] - qd), -10, 10) ** 2).sum(-1)
+    expected = np.asarray(tr_dense.rewards, np.float64) + 3.5 * dg + phi / np.pi + (5e-4 - 0.02) * energy
+    expected[:, -1] += -350 * dg[:, -1] - 100 * phi[:, -1] / np.pi - 50 * np.linalg.norm(obs[:, -1, 7:14], axis=-1)
+    np.testing.assert_allclose(tr.rewards, expected, atol=2e-3, rtol=1e-5)
+    assert np.all(np.asarray(tr.rewards)[:, -1] < np.asarray(tr.rewards)[:, :-1].min(1))
     fixed = BoxPushing(random_init=False)
     s = jit(fixed.reset)(jax.random.PRNGKey(0))
     np.testing.assert_allclose(s.obs[14:21], [0.4, 0.3, -0.01, 0, 0, 0, 1], atol=1e-7)
-    del dense

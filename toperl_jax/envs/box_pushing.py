@@ -463,6 +463,18 @@ class BoxPushing(EpisodicTask):
                              info=info)
 
 
+    # -- rendering (toperl_jax/envs/render.py hook) -------------------------------------------
+    render_camera = "overview"
+
+    def render_scene(self, model: mujoco.MjModel, data: mujoco.MjData, info: dict) -> list:
+        """Put the goal marker (mocap body `goal`) at info["goal_pos"/"goal_quat"]; no extra markers."""
+        if "goal_pos" in info:
+            data.mocap_pos[0] = np.asarray(info["goal_pos"], np.float64)
+        if "goal_quat" in info:
+            data.mocap_quat[0] = np.asarray(info["goal_quat"], np.float64)
+        return []
+
+
 def numpy_controller(task: BoxPushing, d: mujoco.MjData, desired_pos, desired_vel):
     """The same PD + bias controller on a native MuJoCo data: (tau [7], tau_cmd [7])."""
     tau_cmd = np.clip(np.asarray(task.kp) * (desired_pos - d.qpos[:7])
