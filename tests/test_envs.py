@@ -120,7 +120,7 @@ def test_reward_and_success_hand_computed():
     np.testing.assert_allclose(s1.obs[:2], d.qpos, atol=1e-4)
     np.testing.assert_allclose(s1.obs[6:8], tip / 0.21, atol=1e-4)  # positions observed in units of the reach
     dist = np.linalg.norm(tip - np.asarray(goal))
-    expected = -dist - 0.01 * np.sum((tau / 3.0) ** 2)
+    expected = -dist + np.exp(-(dist / 0.03) ** 2) - 0.01 * np.sum((tau / 3.0) ** 2)
     assert float(s1.reward) == pytest.approx(expected, abs=1e-4)
     assert float(s1.metrics["distance"]) == pytest.approx(dist, abs=1e-4)
     assert float(s1.metrics["is_success"]) == 0.0

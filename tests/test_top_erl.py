@@ -47,6 +47,7 @@ def test_presets_reproduce_upstream_configs():
         assert (p.cov_bound, p.entropy_schedule, p.target_entropy, p.temperature) == (5e-4, "linear", 0.0, 0.7)
         assert (p.policy_hidden_sizes, p.min_std, p.n_embd, p.n_layer, p.n_head) == ((256, 256), 1e-5, 128, 2, 8)
         assert (p.dropout, p.use_layer_norm, p.relative_pos, p.double_critic) == (0.0, True, False, False)
+        assert (p.old_policy_rate, p.critic_tau, p.entropy_eq, p.discount) == (0.005, 0.005, False, 1.0)
         assert (p.eval_interval, p.num_eval_episodes, p.random_init) == (100, 152, True)
     assert (box.mean_bound, box.buffer_size, box.env) == (0.05, 5000, "box-pushing-dense")
     assert (sparse.mean_bound, sparse.buffer_size, sparse.env) == (0.005, 7000, "box-pushing-sparse")
@@ -55,7 +56,7 @@ def test_presets_reproduce_upstream_configs():
     assert (hop.critic_update_from, hop.policy_update_from, hop.iterations, hop.num_envs) == (1, 250, 15000, 1)
     assert (hop.num_basis, hop.tau, hop.weights_scale, hop.min_std, hop.policy_hidden_sizes) == (3, .8, 1, 1e-4,
                                                                                                (128, 128))
-    assert (hop.mean_bound, hop.cov_bound, hop.entropy_schedule) == (0.1, 0.02, "none")
+    assert (hop.mean_bound, hop.cov_bound, hop.entropy_schedule, hop.old_policy_rate) == (0.1, 0.02, "none", 0.005)
     assert hop.reward_redistribution and hop.env == "hopper-jump-sparse"
 
 
@@ -139,3 +140,16 @@ def test_paper_presets_run_without_nan(task, tmp_path):
     state = s["state"]
     for leaf in jax.tree.leaves((state.policy.params, state.critic.params)):
         assert np.isfinite(np.asarray(leaf)).all()
+
+
+def test_reach_learns(tmp_path):
+    """A reduced reach run (80 iterations, about 2–3 minutes on 2 cores) clearly beats the initial policy: the
+    mean policy's return rises and its final distance to the goal shrinks. (The issue asks for the success rate
+    to rise by a large margin; at 80 iterations it does not yet — see docs/top_erl.md.)"""
+    args = dataclasses.replace(te.Args(), iterations=80, eval_interval=40, num_eval_episodes=64,
+                               checkpoint_interval=0, logdir=str(tmp_path))
+    h = te.run(args, verbose=False)["history"]
+    before, after = h[0], h[-1]
+    assert after["iteration"] == 80
+    assert after["eval/return"][0] > before["eval/return"][0] + 2.5, (before, after)  # measured: -7.3 -> -3.6
+    assert after["eval/distance"][0] < 0.85 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.112 m

@@ -69,7 +69,7 @@ class Args:
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1
     """independent runs trained side by side in one program (vmap), each logged as its own TensorBoard run"""
-    iterations: int = 400
+    iterations: int = 500
     """training iterations (each: one rollout of `num_envs` episodes plus the updates)"""
     num_envs: int = 16
     """episodes rolled out per iteration (upstream: num_env_train × episodes_per_train_env)"""
@@ -79,9 +79,9 @@ class Args:
     """hopper jump: move the sparse final reward to the take-off step (spec top_erl.md §6)"""
 
     # --- agent (upstream `agent.args`)
-    lr_policy: float = 1e-3
+    lr_policy: float = 5e-3
     """policy Adam learning rate"""
-    lr_critic: float = 1e-3
+    lr_critic: float = 3e-4
     """critic AdamW learning rate"""
     wd_policy: float = 1e-5
     """policy weight decay (coupled L2, as torch Adam)"""
@@ -103,7 +103,7 @@ class Args:
     """γ of the n-step targets"""
     critic_tau: float = 0.005
     """Polyak rate of the target critic, after every critic step (upstream critic `update_rate`)"""
-    old_policy_rate: float = 0.005
+    old_policy_rate: float = 0.05
     """Polyak rate of the old policy (the trust region's reference), once per iteration"""
     max_num_segments: int = 25
     """candidate segment counts 1 … M; lengths T // n"""
@@ -171,19 +171,19 @@ class Args:
     # --- trust region (upstream `projection.args`)
     projection: bool = True
     """ablation switch: KL trust-region projection (off: raw policy, no trust-region loss, no entropy control)"""
-    mean_bound: float = 0.05
+    mean_bound: float = 0.1
     """bound on the mean part of KL(π̃ ‖ π_old)"""
-    cov_bound: float = 0.005
+    cov_bound: float = 0.02
     """bound on the covariance part of KL(π̃ ‖ π_old)"""
     trust_region_coeff: float = 1.0
     """weight of the trust-region regression loss"""
     entropy_schedule: Literal["linear", "exp", "none"] = "linear"
     """entropy control schedule over the iterations"""
-    target_entropy: float = -2.0
+    target_entropy: float = -1.5
     """per-dimension target entropy at the end of the schedule"""
     temperature: float = 0.7
     """base of the exp schedule"""
-    entropy_eq: bool = False
+    entropy_eq: bool = True
     """entropy equality (instead of inequality) constraint"""
     entropy_first: bool = False
     """entropy projection before the trust-region projection"""
@@ -214,6 +214,7 @@ class Args:
 
 
 _BOX_COMMON = {
+    "old_policy_rate": 0.005, "entropy_eq": False,
     "num_envs": 4, "iterations": 35000, "random_init": True, "lr_policy": 3e-4, "lr_critic": 5e-5, "wd_policy": 1e-5, "wd_critic": 1e-5,
     "epochs_policy": 15, "epochs_critic": 30, "batch_size": 512, "critic_update_from": 300, "policy_update_from": 2000,
     "num_basis": 8, "tau": 2.0, "alpha_phase": 3.0, "alpha": 10.0, "basis_bandwidth_factor": 3.0, "num_basis_outside": 0,
@@ -239,7 +240,8 @@ PRESETS: dict[str, Args] = {
         num_basis=3, tau=0.8, alpha_phase=3.0, alpha=10.0, basis_bandwidth_factor=3.0, num_basis_outside=0,
         weights_scale=1.0, goal_scale=1.0, auto_scale_basis=True, relative_goal=False, disable_goal=False,
         policy_hidden_sizes=(128, 128), min_std=1e-4, n_embd=128, n_layer=2, n_head=8, block_size=1024,
-        mean_bound=0.1, cov_bound=0.02, trust_region_coeff=1.0, entropy_schedule="none", eval_interval=100,
+        mean_bound=0.1, cov_bound=0.02, trust_region_coeff=1.0, entropy_schedule="none", entropy_eq=False,
+        target_entropy=0.0, old_policy_rate=0.005, eval_interval=100,
         num_eval_episodes=152),
 }
 

@@ -16,8 +16,11 @@ full circle would force a discontinuity behind the arm), which is what lets an a
 Control (see base.py): tau = clip(clip(Kp (q_d - q) + Kd (qd_d - qd), +-3) + qfrc_bias, +-3) N m,
 Kp = 10 N m/rad, Kd = 0.5 N m s/rad per joint, held for frame_skip substeps.
 
-Reward after each step (p = fingertip x-z position after the step):
-    r = -||p - g||_2 - ctrl_cost_weight * sum_j (tau_j / torque_limit)^2,   ctrl_cost_weight = 0.01
+Reward after each step (p = fingertip x-z position after the step, d = ||p - g||_2 in m):
+    r = -d + precision_weight * exp(-(d / precision_scale)^2) - ctrl_cost_weight * sum_j (tau_j / torque_limit)^2
+with precision_weight = 1, precision_scale = 0.03 m, ctrl_cost_weight = 0.01. The distance term pulls the
+fingertip towards the goal; the Gaussian precision term pays up to 1 per step for being within a few cm, so
+that the last centimetres (which decide success) are worth something against the transit's distance cost.
 Metrics after each step: distance = ||p - g||, is_success = float(distance < 0.02 m),
 ctrl_cost = the subtracted control term. The episode's success is `is_success` at the last step.
 
@@ -64,6 +67,10 @@ class Reacher(EpisodicTask):
     """Clip of the total joint torque (= actuator ctrlrange), N m."""
     ctrl_cost_weight = 0.01
     """Weight of sum_j (tau_j / torque_limit)^2 in the reward."""
+    precision_weight = 1.0
+    """Weight of the precision term exp(-(d / precision_scale)^2) in the reward."""
+    precision_scale = 0.03
+    """Length scale (m) of the precision term."""
     success_radius = 0.02
     """Success: fingertip within this distance (m) of the goal at the last step."""
     goal_radius_range = (0.05, 0.20)
@@ -110,8 +117,9 @@ class Reacher(EpisodicTask):
                 "ctrl_cost": ctrl}
 
     def reward(self, metrics: dict[str, jax.Array]) -> jax.Array:
-        """r = -distance - ctrl_cost (from the metrics of the state after the step)."""
-        return -metrics["distance"] - metrics["ctrl_cost"]
+        """r = -d + precision_weight exp(-(d / precision_scale)^2) - ctrl_cost (metrics after the step)."""
+        d = metrics["distance"]
+        return -d + self.precision_weight * jnp.exp(-jnp.square(d / self.precision_scale)) - metrics["ctrl_cost"]
 
     # -- interface ---------------------------------------------------------------------------
     def reset(self, key: jax.Array) -> EnvState:
