@@ -46,8 +46,10 @@ def main(argv: list[str]) -> dict:
     args = te.parse_args(argv)
     program = te.make_train(args)
     task, learner = program.task, program.learner
-    state = jax.jit(program.init)(jax.random.PRNGKey(args.seed))
-    rollout_j = jax.jit(lambda params, key: program.rollout(params, key, args.num_envs, False)[0])
+    opts = task.compiler_options()
+    state = jax.jit(program.init, compiler_options=opts)(jax.random.PRNGKey(args.seed))
+    rollout_j = jax.jit(lambda params, key: program.rollout(params, key, args.num_envs, False)[0],
+                        compiler_options=opts)
     buf = state.buffer
     add = jax.jit(buffer_lib.add)
     for i in range(-(-args.buffer_size // args.num_envs)):
@@ -56,9 +58,9 @@ def main(argv: list[str]) -> dict:
     it = args.policy_update_from
 
     critic_j = jax.jit(lambda c, b, p, k: updates.critic_update(learner, c, b, p.params, p.old_params, it, h0, k,
-                                                                args.epochs_critic))
+                                                                args.epochs_critic), compiler_options=opts)
     policy_j = jax.jit(lambda p, b, c, k: updates.policy_update(learner, p, b, c.params, it, h0, k,
-                                                                args.epochs_policy))
+                                                                args.epochs_policy), compiler_options=opts)
     key = lambda i: jax.random.PRNGKey(i)
     parts = {
         "rollout": time_jitted(rollout_j, lambda i: (state.policy.params, key(i)), repeats),

@@ -72,7 +72,7 @@ def test_parse_args_preset_then_overrides():
     ({"env": "box_pushing_typo"}, "unknown task"),
     ({"batch_size": 4096}, "--batch-size"),
     ({"num_envs": 3000}, "--num-envs"),
-    ({"policy_update_from": 500}, "--policy-update-from"),
+    ({"policy_update_from": 600}, "--policy-update-from"),
     ({"critic_update_from": 30, "policy_update_from": 20}, "--policy-update-from"),
     ({"segment_length": 9}, "--segment-length"),
     ({"micro_batch": 7}, "--micro-batch"),

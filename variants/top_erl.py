@@ -501,7 +501,8 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
         args_json.pop(name)
     keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
-    state = jax.jit(jax.vmap(init))(keys)
+    opts = task.compiler_options()
+    state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
     mgr = _checkpoint_manager(run_dir) if args.checkpoint_interval or args.resume else None
     chunk, history, wall_before = 0, [], 0.0
     if args.resume:
@@ -518,8 +519,8 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     else:
         (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
 
-    chunk_fn = jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(evaluate))
+    chunk_fn = jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
+    eval_fn = jax.jit(jax.vmap(evaluate), compiler_options=opts)
     logger = RunLogger(run_dir, args.num_seeds)
     steps_per_it = args.num_envs * task.episode_length
     progress = Progress(args.iterations, steps_per_it)

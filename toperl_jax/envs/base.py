@@ -154,6 +154,11 @@ class EpisodicTask(abc.ABC):
     def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
         """One control step tracking (desired_pos, desired_vel)."""
 
+    def compiler_options(self) -> dict | None:
+        """XLA options for `jax.jit(..., compiler_options=...)` of programs that step this task (default None;
+        box pushing turns off jaxlib's CPU fusion emitters, see `box_pushing.xla_cpu_options`)."""
+        return None
+
     def mdp_rewards(self, rollout: Rollout) -> jax.Array:
         """[T] rewards the learner stores for `rollout` (default: the env rewards unchanged).
 
