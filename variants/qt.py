@@ -1,0 +1,711 @@
+"""QT: Q-value regularized Transformer for offline RL (Hu et al., ICML 2024), one file (spec: specs/qt.md).
+
+    python variants/make_dataset.py                                   # reacher datasets in runs/datasets/
+    python variants/qt.py --dataset runs/datasets/reacher-medium-replay-v0.hdf5 --preset cpu
+    python variants/qt.py --dataset ... --preset cpu --eta 0          # the Decision-Transformer baseline
+    python variants/qt.py --dataset ~/d4rl/hopper-medium-v2.hdf5 --env ... # D4RL file (needs an MJX env to evaluate)
+    python variants/qt.py --help
+
+The policy is a Decision Transformer (DT): (return-to-go, state, action) tokens of the last K steps, a pre-LN
+GPT without positional embeddings (a learned timestep embedding instead), a tanh action head read at the state
+tokens and a next-state head read at the action tokens. Two Mish MLP critics Q₁, Q₂(s, a) learn n-step targets
+inside the sampled window, bootstrapped from the window's last state with an EMA copy of the actor and Polyak
+target critics. The actor loss is behaviour cloning plus η times a normalised Q term:
+
+    L_actor = η₂ (‖â − a‖² + ‖ŝ' − s'‖²) − η Q_i(s, â) / sg(E|Q_j(s, â)|)     (i random, j the other critic)
+
+At evaluation every env step runs the actor on `num_candidates` rows whose current return-to-go differs (the
+env targets, noisy copies, and one value derived from the critic) and executes the candidate action with the
+highest target-critic Q (argmax; `--selection softmax` samples ∝ exp Q as upstream; `--eta 0` trains no critic
+and runs plain DT with the first target).
+
+One gradient step (spec §2, in this order): critic step (n-step targets, clipped Adam) → actor step with the
+updated critic (clip, coupled L2 weight decay, Adam) → EMA actor → Polyak critic target. The learning rate
+follows a cosine over iterations (one iteration = `steps_per_iter` steps). Everything inside an iteration is one
+jitted `lax.scan`; `--num-seeds N` vmaps N runs; evaluation is one jitted scan over the episode's steps with all
+episodes × candidates batched.
+
+Upstream bugs fixed here (spec §7; each is also named where the fix lives):
+  §7.1 Q candidate in the wrong units → `_candidate_rtgs` uses (Q̄(s_{t−1}, a_{t−1}) − r_{t−1}) / γ / scale, and
+       no Q candidate at t = 0 (upstream scored the zero pad state there).
+  §7.2 leftover candidate rows with random N(0,1) RTG histories, and all un-noised rows copies of target[0]
+       (grouped repetition) → `_candidate_rtgs`: row c uses target c mod n; rows c ≥ n get the noise.
+  §7.3 a terminal window drops its last reward (and its last position) → `nstep_targets` keeps r_{T−1} and
+       trains Q(s_{T−1}, a_{T−1}) → r_{T−1} there (`--no-keep-terminal-reward` restores upstream); window starts
+       are uniform over all steps, so short trajectories work and the hopper-only start rule is gone.
+  §7.4 the EMA actor stays at the random init for `ema_start` steps and produces targets with dropout on →
+       `_ema_update` copies the actor until `ema_start`; target actions are computed with dropout off.
+  §7.6 training pads raw states (−μ/σ after normalising), inference pads normalised ones → both pad the
+       normalised state with 0 (`toperl_jax.offline.windows`).
+  §7.8 model selection on test returns, a fixed early-stop, a cosine that barely decays, a critic lr that
+       ignores its flag → the final evaluation is the reported number (the best is logged, labelled `best`),
+       the cosine spans `--lr-decay-iters` (default: the run's iterations), `--lr-critic` is honoured.
+Kept as upstream on purpose: the next-state term of the BC loss (`--state-loss-coef 0` removes it) and the
+Q normaliser on policy actions of the opposite critic (§7.5). Not implemented: `max_q_backup`, the
+non-`k_rewards` 1-step TD path, `--reward_tune cql_antmaze` (§7.7: no antmaze here).
+
+Datasets: D4RL HDF5 or Minari (`toperl_jax.offline`); evaluation needs an MJX task of this project
+(`toperl_jax.envs`) whose per-step action map exists (`toperl_jax.offline.actions`): reacher, hopper jump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tyro
+from flax import struct
+from jax import lax
+
+from toperl_jax import envs, offline
+from toperl_jax.logger import Progress, RunLogger
+from toperl_jax.offline import actions as offline_actions
+from toperl_jax.offline.windows import Window, WindowData, prepare_windows, sample_windows
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """QT. Defaults are the upstream hyperparameters (spec §5, hopper-medium row); `--preset cpu` is a small
+    configuration for a CPU; flags given alongside a preset override it."""
+
+    # --- run
+    preset: Literal["paper", "cpu", "tiny"] = "paper"
+    """paper: upstream sizes (H 256, 4 layers, K 20, B 256, 1000 steps/iteration); cpu: a small model that trains
+    in minutes on 2 cores; tiny: for tests"""
+    dataset: str = "runs/datasets/reacher-medium-replay-v0.hdf5"
+    """D4RL-layout HDF5 file or Minari dataset (directory or main_data.hdf5)"""
+    env: str | None = None
+    """evaluation task (`toperl_jax.envs.task_names()`); None: the dataset's `env` attribute"""
+    seed: int = 123
+    """random seed (upstream run.sh: 123); seed i of `--num-seeds N` uses seed + i"""
+    num_seeds: int = 1
+    """independent runs trained side by side in one program (vmap)"""
+    iterations: int = 100
+    """training iterations (upstream: early stop after ~100)"""
+    steps_per_iter: int = 1000
+    """gradient steps per iteration (upstream num_steps_per_iter)"""
+
+    # --- QT loss
+    eta: float = 1.0
+    """weight η of the normalised Q term; 0 = the Decision-Transformer baseline (no critic, plain DT inference)"""
+    eta2: float = 1.0
+    """weight of the behaviour-cloning term (upstream `lambda`)"""
+    state_loss_coef: float = 1.0
+    """weight of the next-state MSE inside the BC term (upstream: 1; 0 = standard DT loss)"""
+    discount: float = 0.99
+    """γ of the n-step critic targets"""
+    tau: float = 0.005
+    """Polyak rate of the target critics (every step)"""
+    ema_decay: float = 0.995
+    """decay of the EMA target actor"""
+    ema_start: int = 1000
+    """gradient steps before the EMA starts (before: EMA actor = actor)"""
+    ema_every: int = 5
+    """EMA update every this many steps"""
+    keep_terminal_reward: bool = True
+    """fix §7.3: a window ending in a terminal keeps r_{T−1} (False: upstream drops it)"""
+    bootstrap_timeouts: bool | None = None
+    """bootstrap the targets past a timeout; None: not if the dataset says `time_in_observation` (this project's
+    MJX datasets), else yes (D4RL)"""
+
+    # --- optimisation
+    batch_size: int = 256
+    """windows per gradient step"""
+    lr: float = 3e-4
+    """actor Adam learning rate"""
+    lr_critic: float = 3e-4
+    """critic Adam learning rate"""
+    weight_decay: float = 1e-4
+    """actor coupled L2 weight decay (torch Adam weight_decay)"""
+    grad_norm: float = 9.0
+    """global gradient-norm clip of both actor and critic"""
+    lr_decay: bool = True
+    """cosine learning-rate decay over iterations (upstream --lr_decay)"""
+    lr_decay_iters: int | None = None
+    """cosine period in iterations (None: `iterations`, a full decay; upstream: max_iters = 500)"""
+
+    # --- model
+    context_len: int = 20
+    """K, steps per window (upstream: 20; halfcheetah-m/mr 5)"""
+    n_embd: int = 256
+    """transformer width H"""
+    n_layer: int = 4
+    """GPT blocks"""
+    n_head: int = 4
+    """attention heads"""
+    dropout: float = 0.1
+    """embedding / attention / residual dropout"""
+    max_ep_len: int = 1000
+    """size of the timestep-embedding table"""
+    critic_hidden: int = 256
+    """critic MLP width"""
+    critic_depth: int = 3
+    """critic hidden layers"""
+
+    # --- inference / evaluation
+    scale: float | None = None
+    """return-to-go scale; None: the dataset's `scale` attribute (else 1000)"""
+    env_targets: tuple[float, ...] | None = None
+    """evaluation return targets (raw); None: the dataset's `env_targets` attribute"""
+    num_candidates: int = 50
+    """actor rows per env step (targets, noisy copies, Q candidate)"""
+    candidate_noise: float = 0.1
+    """std of the noise added to the current RTG of rows ≥ number of targets"""
+    q_candidate: bool = True
+    """the last row's current RTG comes from the critic (fixed §7.1)"""
+    selection: Literal["argmax", "softmax", "first"] | None = None
+    """candidate selection: argmax of Q̄, softmax sampling ∝ exp Q̄ (upstream), or first = plain DT with the first
+    target only; None: argmax if eta > 0 else first"""
+    eval_every: int = 1
+    """iterations between evaluations (each evaluation is a jitted chunk boundary)"""
+    num_eval_episodes: int = 10
+    """episodes per evaluation"""
+
+    # --- logging / checkpoints
+    logdir: str = "runs"
+    """TensorBoard / checkpoint root"""
+    run_name: str | None = None
+    """run directory under logdir (default: qt_<dataset stem>_eta<eta>_s<seed>)"""
+    checkpoint_interval: int = 1
+    """save an orbax checkpoint every this many evaluations (0: never)"""
+    compile_cache: str = "~/.cache/toperl-jax/xla"
+    """persistent XLA compilation cache ('' disables)"""
+
+    @property
+    def run_dir(self) -> pathlib.Path:
+        stem = pathlib.Path(self.dataset).stem
+        return pathlib.Path(self.logdir) / (self.run_name or f"qt_{stem}_eta{self.eta:g}_s{self.seed}")
+
+    @property
+    def resolved_selection(self) -> str:
+        return self.selection or ("argmax" if self.eta > 0 else "first")
+
+    @property
+    def train_critic(self) -> bool:
+        return self.eta > 0 or self.resolved_selection != "first"
+
+
+PRESETS: dict[str, Args] = {
+    "paper": Args(),
+    "cpu": Args(preset="cpu", n_embd=64, n_layer=2, n_head=2, context_len=10, batch_size=64, critic_hidden=64,
+                steps_per_iter=500, iterations=8, num_candidates=10, ema_start=500, max_ep_len=256),
+    "tiny": Args(preset="tiny", n_embd=16, n_layer=1, n_head=2, context_len=4, batch_size=8, critic_hidden=16,
+                 critic_depth=2, steps_per_iter=5, iterations=2, num_candidates=4, ema_start=3, ema_every=1,
+                 num_eval_episodes=2, max_ep_len=64, dropout=0.0),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """`--preset` picks the defaults, then tyro parses every flag."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="paper")
+    name = pre.parse_known_args(argv)[0].preset
+    if name not in PRESETS:
+        raise SystemExit(f"--preset {name!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[name], args=argv)
+
+
+def check_args(args: Args) -> None:
+    """Reject bad flags before loading data or compiling, naming the flag."""
+
+    def fail(flag, msg):
+        raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+
+    for name in ("iterations", "steps_per_iter", "batch_size", "context_len", "n_embd", "n_layer", "n_head",
+                 "max_ep_len", "critic_hidden", "critic_depth", "num_candidates", "eval_every",
+                 "num_eval_episodes", "num_seeds", "ema_every"):
+        if getattr(args, name) < 1:
+            fail(name, f"must be ≥ 1, got {getattr(args, name)}")
+    if args.n_embd % args.n_head:
+        fail("n_embd", f"must be divisible by --n-head={args.n_head}, got {args.n_embd}")
+    if args.eta < 0:
+        fail("eta", f"must be ≥ 0, got {args.eta}")
+    if not 0.0 <= args.dropout < 1.0:
+        fail("dropout", f"must be in [0, 1), got {args.dropout}")
+    if not 0.0 < args.discount <= 1.0:
+        fail("discount", f"must be in (0, 1], got {args.discount}")
+    if args.lr_decay_iters is not None and args.lr_decay_iters < 1:
+        fail("lr_decay_iters", f"must be ≥ 1, got {args.lr_decay_iters}")
+    if args.scale is not None and args.scale <= 0:
+        fail("scale", f"must be > 0, got {args.scale}")
+    if args.checkpoint_interval < 0:
+        fail("checkpoint_interval", f"must be ≥ 0, got {args.checkpoint_interval}")
+    if not pathlib.Path(args.dataset).expanduser().exists():
+        fail("dataset", f"no file or directory at {args.dataset} (make one with variants/make_dataset.py)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Networks
+
+
+def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
+    """nn.Linear's default init: weights and biases U(−1/√fan_in, 1/√fan_in)."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Dense(features, name=name, kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                    bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound))
+
+
+def _ln(name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, name=name)
+
+
+class Block(nn.Module):
+    """Pre-LN GPT-2 block with ReLU MLP: x + attn(ln₁ x), then + mlp(ln₂ x). Weights N(0, 0.02), biases 0."""
+
+    n_embd: int
+    n_head: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x, allowed, deterministic: bool):
+        """x [B, N, E]; allowed [B, N, N] bool (causal and key padding)."""
+        B, N, E = x.shape
+        H, D = self.n_head, E // self.n_head
+        init = nn.initializers.normal(0.02)
+        h = _ln("ln_1")(x)
+        q, k, v = jnp.split(nn.Dense(3 * E, kernel_init=init, name="c_attn")(h), 3, axis=-1)
+        q, k, v = (t.reshape(B, N, H, D) for t in (q, k, v))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(D)
+        logits = jnp.where(allowed[:, None], logits, -1e4)  # upstream: additive −1e4 on masked keys
+        probs = nn.Dropout(self.dropout)(jax.nn.softmax(logits, axis=-1), deterministic=deterministic)
+        y = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(B, N, E)
+        y = nn.Dense(E, kernel_init=init, name="attn_proj")(y)
+        x = x + nn.Dropout(self.dropout)(y, deterministic=deterministic)
+        h = _ln("ln_2")(x)
+        h = nn.Dense(self.n_embd, kernel_init=init, name="mlp_proj")(
+            nn.relu(nn.Dense(4 * E, kernel_init=init, name="c_fc")(h)))
+        return x + nn.Dropout(self.dropout)(h, deterministic=deterministic)
+
+
+class DTActor(nn.Module):
+    """Decision Transformer over (R_t, s_t, a_t) tokens; returns (â [B, K, A] from the state tokens, tanh;
+    ŝ_{t+1} [B, K, S] from the action tokens)."""
+
+    state_dim: int
+    act_dim: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    dropout: float
+    max_ep_len: int
+
+    @nn.compact
+    def __call__(self, obs, actions, rtg, timesteps, mask, deterministic: bool = True):
+        """obs [B, K, S] normalised; actions [B, K, A]; rtg [B, K] (/scale); timesteps [B, K] int; mask [B, K]."""
+        B, K = mask.shape
+        E = self.n_embd
+        t_emb = nn.Embed(self.max_ep_len, E, embedding_init=nn.initializers.normal(1.0), name="embed_timestep")(
+            timesteps)
+        r = torch_dense(E, 1, "embed_return")(rtg[..., None]) + t_emb
+        s = torch_dense(E, self.state_dim, "embed_state")(obs) + t_emb
+        a = torch_dense(E, self.act_dim, "embed_action")(actions) + t_emb
+        x = jnp.stack([r, s, a], axis=2).reshape(B, 3 * K, E)  # R_1, s_1, a_1, R_2, …
+        x = nn.Dropout(self.dropout)(_ln("embed_ln")(x), deterministic=deterministic)
+        key_ok = jnp.repeat(mask > 0, 3, axis=1)  # [B, 3K]
+        allowed = jnp.tril(jnp.ones((3 * K, 3 * K), bool))[None] & key_ok[:, None, :]
+        for i in range(self.n_layer):
+            x = Block(E, self.n_head, self.dropout, name=f"h_{i}")(x, allowed, deterministic)
+        x = _ln("ln_f")(x).reshape(B, K, 3, E)
+        a_pred = jnp.tanh(torch_dense(self.act_dim, E, "predict_action")(x[:, :, 1]))
+        s_pred = torch_dense(self.state_dim, E, "predict_state")(x[:, :, 2])
+        return a_pred, s_pred
+
+
+def mish(x):
+    """Mish activation x · tanh(softplus(x))."""
+    return x * jnp.tanh(jax.nn.softplus(x))
+
+
+class TwinQ(nn.Module):
+    """Two independent Mish MLPs Q_i([s, a]) → stacked [2, ...] (PyTorch default init)."""
+
+    hidden: int
+    depth: int
+
+    @nn.compact
+    def __call__(self, s, a):
+        x0 = jnp.concatenate([s, a], axis=-1)
+        out = []
+        for i in range(2):
+            x, fan = x0, x0.shape[-1]
+            for j in range(self.depth):
+                x = mish(torch_dense(self.hidden, fan, f"q{i + 1}_{j}")(x))
+                fan = self.hidden
+            out.append(torch_dense(1, fan, f"q{i + 1}_out")(x)[..., 0])
+        return jnp.stack(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses (pure; tested against numpy references)
+
+
+def masked_mean(x, mask):
+    """Σ x·m / max(Σ m, 1) (mask broadcast on the leading axes of x)."""
+    m = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+    denom = jnp.maximum(jnp.sum(jnp.broadcast_to(m, x.shape)), 1.0)
+    return jnp.sum(x * m) / denom
+
+
+def nstep_targets(rewards, mask, q_boot, no_boot, gamma: float, keep_terminal_reward: bool = True):
+    """QT's per-position n-step targets inside a window (spec §2) and the positions the critic loss uses.
+
+    y_t = Σ_{k=t}^{K−2} γ^{k−t} r_k + γ^{K−1−t} [(1 − d) Q̄(s_{K−1}, ā) + d·r_{K−1}·keep]    for every position t,
+    with d = no_boot. Loss positions: the valid ones except the last, plus the last where d and keep (there
+    y_{K−1} = r_{K−1}, the exact value of a terminal step). keep = False is upstream (§7.3: r_{K−1} lost).
+
+    Args: rewards [B, K] raw; mask [B, K] (left padded); q_boot [B]; no_boot [B] bool.
+    Returns: (y [B, K], loss_mask [B, K] float32).
+    """
+    K = rewards.shape[-1]
+    d = no_boot.astype(jnp.float32)
+    keep = d if keep_terminal_reward else jnp.zeros_like(d)
+    r = rewards.at[:, -1].set(rewards[:, -1] * keep)
+    k = jnp.arange(K)
+    W = jnp.where(k[None, :] >= k[:, None], jnp.power(gamma, (k[None, :] - k[:, None]).astype(jnp.float32)), 0.0)
+    disc = jnp.power(gamma, (K - 1 - k).astype(jnp.float32))
+    y = r @ W.T + disc[None, :] * ((1.0 - d) * q_boot)[:, None]
+    loss_mask = mask.astype(jnp.float32).at[:, -1].multiply(keep)
+    return y, loss_mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The jitted program
+
+
+@struct.dataclass
+class QTState:
+    actor: dict
+    actor_ema: dict
+    actor_opt: optax.OptState
+    critic: dict
+    critic_target: dict
+    critic_opt: optax.OptState
+    step: jax.Array  # [] int32 gradient steps done
+    key: jax.Array
+
+
+class Program(NamedTuple):
+    init: Callable  # init(key) -> QTState
+    run_iters: Callable  # run_iters(state, num_steps static) -> (state, {name: []} means)
+    evaluate: Callable  # evaluate(actor, critic_target, key) -> {name: []}
+    choose_action: Callable  # see make_train
+    actor: DTActor
+    critic: TwinQ
+    task: envs.EpisodicTask
+    data: WindowData
+    info: dict
+
+
+def cosine_lr(lr0: float, steps_per_iter: int, decay_iters: int | None) -> Callable | float:
+    """lr_i = lr0 · ½(1 + cos(π i / decay_iters)), i = completed iterations (upstream CosineAnnealingLR, η_min 0,
+    stepped once per iteration); constant when decay_iters is None."""
+    if decay_iters is None:
+        return lr0
+
+    def sched(count):
+        i = jnp.minimum(count // steps_per_iter, decay_iters).astype(jnp.float32)
+        return lr0 * 0.5 * (1.0 + jnp.cos(jnp.pi * i / decay_iters))
+
+    return sched
+
+
+def _ema_update(step, ema, params, args: Args):
+    """Fix §7.4: before `ema_start` the EMA actor is a copy of the actor (upstream keeps the random init);
+    afterwards ema ← decay·ema + (1 − decay)·actor every `ema_every` steps."""
+    copy = step < args.ema_start
+    do = (step % args.ema_every) == 0
+    return jax.tree.map(lambda e, p: jnp.where(copy, p, jnp.where(do, args.ema_decay * e + (1 - args.ema_decay) * p, e)),
+                        ema, params)
+
+
+def select_candidate(q, key, mode: str):
+    """Index [...] of the chosen candidate from q [..., C]: argmax, or sampled ∝ softmax(q) (upstream)."""
+    if mode == "softmax":
+        return jax.random.categorical(key, q, axis=-1)
+    return jnp.argmax(q, axis=-1)
+
+
+def resolve_dataset(args: Args):
+    """Load the dataset and resolve env, scale, targets, references from flags or its metadata."""
+    ds = offline.load_dataset(pathlib.Path(args.dataset).expanduser())
+    meta = ds.metadata
+    env = args.env or meta.get("env")
+    if env is None:
+        raise ValueError(f"--env: the dataset {args.dataset} has no `env` attribute; name the evaluation task "
+                         f"({', '.join(envs.task_names())})")
+    scale = float(args.scale or meta.get("scale", 1000.0))
+    targets = tuple(float(t) for t in (args.env_targets or meta.get("env_targets") or ()))
+    if not targets:
+        raise ValueError(f"--env-targets: the dataset {args.dataset} has no `env_targets`; give them")
+    boot = args.bootstrap_timeouts
+    if boot is None:
+        boot = not bool(meta.get("time_in_observation", False))
+    return ds, {"env": env, "scale": scale, "env_targets": targets, "bootstrap_timeouts": boot,
+                "ref_min_score": meta.get("ref_min_score"), "ref_max_score": meta.get("ref_max_score")}
+
+
+def make_train(args: Args) -> Program:
+    """Static set-up (data on the device, networks, optimisers) and the pure functions of one run."""
+    check_args(args)
+    ds, info = resolve_dataset(args)
+    task = envs.make(info["env"])
+    offline_actions.check_supported(task)
+    if ds.obs_dim != task.obs_size or ds.act_dim != task.num_dof:
+        raise ValueError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the task {task.name} "
+                         f"({task.obs_size}/{task.num_dof})")
+    if task.episode_length > args.max_ep_len:
+        raise ValueError(f"--max-ep-len: must be ≥ the task's {task.episode_length} steps, got {args.max_ep_len}")
+    data, mean, std = prepare_windows(ds, info["scale"], args.max_ep_len, info["bootstrap_timeouts"])
+    info.update(state_mean=mean.tolist(), state_std=std.tolist(), dataset_summary=ds.summary())
+    S, A, K = ds.obs_dim, ds.act_dim, args.context_len
+    actor = DTActor(S, A, args.n_embd, args.n_layer, args.n_head, args.dropout, args.max_ep_len)
+    critic = TwinQ(args.critic_hidden, args.critic_depth)
+    decay = (args.lr_decay_iters or args.iterations) if args.lr_decay else None
+    actor_tx = optax.chain(optax.clip_by_global_norm(args.grad_norm), optax.add_decayed_weights(args.weight_decay),
+                           optax.adam(cosine_lr(args.lr, args.steps_per_iter, decay), b1=0.9, b2=0.999))
+    critic_tx = optax.chain(optax.clip_by_global_norm(args.grad_norm),
+                            optax.adam(cosine_lr(args.lr_critic, args.steps_per_iter, decay)))
+    train_critic, eta = args.train_critic, args.eta
+
+    def init(key) -> QTState:
+        k_a, k_c, key = jax.random.split(key, 3)
+        a_params = actor.init(k_a, jnp.zeros((1, K, S)), jnp.zeros((1, K, A)), jnp.zeros((1, K)),
+                              jnp.zeros((1, K), jnp.int32), jnp.ones((1, K)))
+        c_params = critic.init(k_c, jnp.zeros((1, S)), jnp.zeros((1, A)))
+        return QTState(actor=a_params, actor_ema=a_params, actor_opt=actor_tx.init(a_params), critic=c_params,
+                       critic_target=c_params, critic_opt=critic_tx.init(c_params), step=jnp.zeros((), jnp.int32),
+                       key=key)
+
+    def critic_loss(c_params, w: Window, y, loss_mask):
+        q = critic.apply(c_params, w.obs, w.actions)  # [2, B, K]
+        return sum(masked_mean(jnp.square(q[i] - y), loss_mask) for i in range(2)), q
+
+    def actor_loss(a_params, c_params, w: Window, k_drop, k_pick):
+        a_hat, s_hat = actor.apply(a_params, w.obs, w.actions, w.rtg, w.timesteps, w.mask, deterministic=False,
+                                   rngs={"dropout": k_drop})
+        m = w.mask
+        bc_a = masked_mean(jnp.square(a_hat - w.actions), m)
+        bc_s = masked_mean(jnp.square(s_hat[:, :-1] - w.obs[:, 1:]), m[:, :-1] * m[:, 1:])
+        bc = bc_a + args.state_loss_coef * bc_s
+        if eta > 0:
+            q = critic.apply(c_params, w.obs, a_hat)  # [2, B, K]
+            pick = jax.random.bernoulli(k_pick)
+            qi, qj = jnp.where(pick, q[0], q[1]), jnp.where(pick, q[1], q[0])
+            lq = -masked_mean(qi, m) / lax.stop_gradient(masked_mean(jnp.abs(qj), m))
+        else:
+            lq = jnp.zeros(())
+        return args.eta2 * bc + eta * lq, {"bc_action": bc_a, "bc_state": bc_s, "q_loss": lq}
+
+    def train_step(state: QTState, _):
+        key, k_batch, k_drop, k_pick = jax.random.split(state.key, 4)
+        w = sample_windows(data, k_batch, args.batch_size, K)
+        metrics = {}
+        critic_params, critic_opt, critic_target = state.critic, state.critic_opt, state.critic_target
+        if train_critic:
+            # ā: EMA actor's action at the window's last state, dropout off (fix §7.4)
+            a_bar = actor.apply(state.actor_ema, w.obs, w.actions, w.rtg, w.timesteps, w.mask)[0][:, -1]
+            q_boot = jnp.min(critic.apply(critic_target, w.obs[:, -1], a_bar), axis=0)
+            y, loss_mask = nstep_targets(w.rewards, w.mask, q_boot, w.no_bootstrap[:, -1], args.discount,
+                                         args.keep_terminal_reward)
+            (lc, q), g = jax.value_and_grad(critic_loss, has_aux=True)(critic_params, w, lax.stop_gradient(y),
+                                                                        loss_mask)
+            upd, critic_opt = critic_tx.update(g, critic_opt, critic_params)
+            critic_params = optax.apply_updates(critic_params, upd)
+            metrics.update(critic_loss=lc, q_mean=masked_mean(q[0], loss_mask), target_mean=masked_mean(y, loss_mask),
+                           critic_grad_norm=optax.global_norm(g))
+        (la, aux), g = jax.value_and_grad(actor_loss, has_aux=True)(state.actor, critic_params, w, k_drop, k_pick)
+        upd, actor_opt = actor_tx.update(g, state.actor_opt, state.actor)
+        actor_params = optax.apply_updates(state.actor, upd)
+        metrics.update(actor_loss=la, actor_grad_norm=optax.global_norm(g), **aux)
+        ema = _ema_update(state.step, state.actor_ema, actor_params, args) if train_critic else state.actor_ema
+        if train_critic:
+            critic_target = optax.incremental_update(critic_params, critic_target, args.tau)
+        new = QTState(actor=actor_params, actor_ema=ema, actor_opt=actor_opt, critic=critic_params,
+                      critic_target=critic_target, critic_opt=critic_opt, step=state.step + 1, key=key)
+        return new, metrics
+
+    def run_iters(state: QTState, num_steps: int):
+        state, m = lax.scan(train_step, state, None, length=num_steps)
+        return state, jax.tree.map(jnp.mean, m)
+
+    # --- inference
+    mode = args.resolved_selection
+    targets = jnp.asarray(info["env_targets"], jnp.float32) / info["scale"]
+    n_t = len(info["env_targets"])
+    C = 1 if mode == "first" else args.num_candidates
+    E, T = args.num_eval_episodes, task.episode_length
+    mean_j, std_j, scale, gamma = jnp.asarray(mean), jnp.asarray(std), info["scale"], args.discount
+
+    def choose_action(actor_params, critic_params, obs, acts, rtg, ts, mask, s_now, key):
+        """Run the actor on C candidate rows per episode and pick one action per episode.
+
+        obs [E, C, K, S], acts [E, C, K, A], rtg [E, C, K], ts [E, C, K], mask [E, C, K]; s_now [E, S] normalised.
+        Returns (action [E, A], index [E], q [E, C] = min_i Q̄_i(s_now, â_c), candidates â [E, C, A]).
+        """
+        e, c = rtg.shape[:2]
+        flat = lambda x: x.reshape((e * c,) + x.shape[2:])
+        a_hat = actor.apply(actor_params, flat(obs), flat(acts), flat(rtg), flat(ts), flat(mask))[0][:, -1]
+        a_hat = a_hat.reshape(e, c, -1)
+        if mode == "first":
+            q = jnp.zeros((e, c))
+        else:
+            q = jnp.min(critic.apply(critic_params, jnp.broadcast_to(s_now[:, None], (e, c, s_now.shape[-1])), a_hat),
+                        axis=0)
+        idx = select_candidate(q, key, mode)
+        return jnp.take_along_axis(a_hat, idx[:, None, None], axis=1)[:, 0], idx, q, a_hat
+
+    def _candidate_rtgs(rtg_hist, t, prev, critic_params, key):
+        """[E, C, K] candidate RTG histories. Fix §7.2: row c follows target c mod n (upstream: grouped repeats, so
+        the un-noised rows were all target[0], and leftover rows got random N(0,1) histories); rows c ≥ n get
+        candidate_noise·N(0,1) on the current RTG. Fix §7.1: the last row's current RTG is the critic's value of
+        the current state, (min Q̄(s_{t−1}, a_{t−1}) − r_{t−1}) / γ / scale, in RTG units; none at t = 0."""
+        rows = rtg_hist[:, jnp.arange(C) % n_t]  # [E, C, K]
+        if mode == "first":
+            return rows
+        noise = args.candidate_noise * jax.random.normal(key, (E, C)) * (jnp.arange(C) >= n_t)
+        rows = rows.at[:, :, -1].add(noise)
+        if args.q_candidate and C > n_t:
+            s_prev, a_prev, r_prev = prev
+            qv = jnp.min(critic.apply(critic_params, s_prev, a_prev), axis=0)
+            cand = (qv - r_prev) / gamma / scale
+            rows = rows.at[:, -1, -1].set(jnp.where(t > 0, cand, rows[:, -1, -1]))
+        return rows
+
+    def evaluate(actor_params, critic_params, key):
+        """E episodes with candidate selection; {return, normalised score, task metrics} means."""
+        k_reset, key = jax.random.split(key)
+        env0 = jax.vmap(task.reset)(jax.random.split(k_reset, E))
+        carry = {"env": env0, "obs": jnp.zeros((E, K, S)), "act": jnp.zeros((E, K, A)),
+                 "ts": jnp.zeros((E, K), jnp.int32), "mask": jnp.zeros((E, K)), "rtg": jnp.zeros((E, n_t, K)),
+                 "ret": jnp.zeros(E), "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key}
+
+        def step(c, t):
+            key, k_noise, k_sel = jax.random.split(c["key"], 3)
+            s = (c["env"].obs - mean_j) / std_j
+            shift = lambda h, new: jnp.concatenate([h[:, 1:], new[:, None]], axis=1)
+            obs, act = shift(c["obs"], s), shift(c["act"], jnp.zeros((E, A)))
+            ts = shift(c["ts"], jnp.full((E,), jnp.minimum(t, args.max_ep_len - 1), jnp.int32))
+            mask = shift(c["mask"], jnp.ones(E))
+            cur = jnp.where(t == 0, jnp.broadcast_to(targets, (E, n_t)), c["rtg"][:, :, -1] - c["prev"][2][:, None] / scale)
+            rtg = jnp.concatenate([c["rtg"][:, :, 1:], cur[..., None]], axis=-1)
+            rows = _candidate_rtgs(rtg, t, c["prev"], critic_params, k_noise)
+            rep = lambda x: jnp.broadcast_to(x[:, None], (E, C) + x.shape[1:])
+            a, _, _, _ = choose_action(actor_params, critic_params, rep(obs), rep(act), rows, rep(ts), rep(mask), s,
+                                       k_sel)
+            env = jax.vmap(lambda st, ac: offline_actions.step_action(task, st, ac))(c["env"], a)
+            act = act.at[:, -1].set(a)
+            return {"env": env, "obs": obs, "act": act, "ts": ts, "mask": mask, "rtg": rtg,
+                    "ret": c["ret"] + env.reward, "prev": (s, a, env.reward), "key": key}, None
+
+        c, _ = lax.scan(step, carry, jnp.arange(T))
+        out = {"return": jnp.mean(c["ret"])}
+        out.update({n: jnp.mean(v) for n, v in c["env"].metrics.items() if n in ("is_success", "distance",
+                                                                                   "max_height", "goal_dist")})
+        return out
+
+    return Program(init, run_iters, evaluate, choose_action, actor, critic, task, data, info)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host loop
+
+
+def _save(run_dir: pathlib.Path, it: int, state, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    mgr = ocp.CheckpointManager(run_dir.resolve() / "checkpoints",
+                                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    mgr.save(it, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    mgr.wait_until_finished()
+
+
+def run(args: Args, verbose: bool = True) -> dict:
+    """Train and evaluate; returns the summary (also written to run_dir/summary.json) plus the final `state`."""
+    say = print if verbose else (lambda *a, **k: None)
+    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+    prog = make_train(args)
+    info, task = prog.info, prog.task
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps({**dataclasses.asdict(args), "resolved": {
+        k: v for k, v in info.items() if k not in ("state_mean", "state_std")}}, indent=1))
+    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
+    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
+    state = jax.jit(jax.vmap(prog.init))(keys)
+    chunk_steps = args.eval_every * args.steps_per_iter
+    chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
+    eval_fn = jax.jit(jax.vmap(prog.evaluate))
+    ref = (info["ref_min_score"], info["ref_max_score"])
+    has_ref = None not in ref and ref[0] != ref[1]
+    logger = RunLogger(run_dir, args.num_seeds)
+    progress = Progress(args.iterations, args.steps_per_iter)
+    say(f"QT on {pathlib.Path(args.dataset).name} → {task.name}: eta {args.eta}, selection {args.resolved_selection}, "
+        f"{args.iterations} iterations × {args.steps_per_iter} steps, {args.num_seeds} seed(s), logs in {run_dir}")
+    history, it, t_start = [], 0, time.perf_counter()
+    while it < args.iterations:
+        n_it = min(args.eval_every, args.iterations - it)
+        fn = chunk_fn if n_it == args.eval_every else jax.jit(jax.vmap(
+            lambda s, n=n_it * args.steps_per_iter: prog.run_iters(s, n)), donate_argnums=0)
+        state, train = fn(state)
+        it += n_it
+        ev = {f"eval/{n}": np.asarray(v, np.float64) for n, v in eval_fn(
+            state.actor, state.critic_target, jax.vmap(lambda k, i=it: jax.random.fold_in(k, i))(eval_keys)).items()}
+        if has_ref:
+            ev["eval/normalized_score"] = offline.normalized_score(ev["eval/return"], *ref)
+        train = {f"train/{n}": np.asarray(v, np.float64) for n, v in train.items()}
+        wall = time.perf_counter() - t_start
+        logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall)}, it * args.steps_per_iter)
+        history.append({"iteration": it, "grad_steps": it * args.steps_per_iter, "wall_time": wall,
+                        **{n: v.tolist() for n, v in ev.items()}})
+        if len(history) == 1:
+            progress.start(it)
+        head = {"return": float(np.mean(ev["eval/return"]))}
+        if has_ref:
+            head["score"] = float(np.mean(ev["eval/normalized_score"]))
+        head["bc"] = float(np.mean(train["train/bc_action"]))
+        if "train/critic_loss" in train:
+            head["critic"] = float(np.mean(train["train/critic_loss"]))
+        say(progress.line(it, head).replace("env steps", "grad steps"), flush=True)
+        if args.checkpoint_interval and (len(history) % args.checkpoint_interval == 0 or it == args.iterations):
+            _save(run_dir, it, state, {"iteration": it, "history": history})
+    logger.close()
+    key = "eval/normalized_score" if has_ref else "eval/return"
+    per_seed = []
+    for s in range(args.num_seeds):
+        rows = [{n: (v[s] if isinstance(v, list) else v) for n, v in h.items()} for h in history]
+        per_seed.append({"seed": args.seed + s, "final": rows[-1],
+                         "best_over_training (selected on test returns, as upstream; optimistic)":
+                             max(rows, key=lambda r: r[key])})
+    finals = np.asarray([p["final"][key] for p in per_seed])
+    summary = {"dataset": args.dataset, "env": task.name, "eta": args.eta, "selection": args.resolved_selection,
+               "iterations": args.iterations, "steps_per_iter": args.steps_per_iter, "score_key": key,
+               "final_mean": float(finals.mean()), "final_std": float(finals.std()), "per_seed": per_seed,
+               "wall_time_s": time.perf_counter() - t_start,
+               "resolved": {k: v for k, v in info.items() if k not in ("state_mean", "state_std")},
+               "history": history}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    say(f"final {key.split('/')[1]}: {summary['final_mean']:.2f} ± {summary['final_std']:.2f} over "
+        f"{args.num_seeds} seed(s); summary in {run_dir / 'summary.json'}")
+    summary["state"] = state
+    return summary
+
+
+if __name__ == "__main__":
+    run(parse_args())
