@@ -528,11 +528,11 @@ def make_train(args: Args) -> Program:
             upd, critic_opt = critic_tx.update(g, critic_opt, critic_params)
             critic_params = optax.apply_updates(critic_params, upd)
             metrics.update(critic_loss=lc, q_mean=masked_mean(q[0], loss_mask), target_mean=masked_mean(y, loss_mask),
-                           critic_grad_norm=optax.global_norm(g))
+                           critic_grad_norm=optax.tree.norm(g))
         (la, aux), g = jax.value_and_grad(actor_loss, has_aux=True)(state.actor, critic_params, w, k_drop, k_pick)
         upd, actor_opt = actor_tx.update(g, state.actor_opt, state.actor)
         actor_params = optax.apply_updates(state.actor, upd)
-        metrics.update(actor_loss=la, actor_grad_norm=optax.global_norm(g), **aux)
+        metrics.update(actor_loss=la, actor_grad_norm=optax.tree.norm(g), **aux)
         ema = _ema_update(state.step, state.actor_ema, actor_params, args) if train_critic else state.actor_ema
         if train_critic:
             critic_target = optax.incremental_update(critic_params, critic_target, args.tau)

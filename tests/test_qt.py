@@ -1,0 +1,196 @@
+"""variants/qt.py: n-step targets vs a numpy reference, causal masking of the DT policy, argmax candidate
+selection, EMA / cosine schedules, flag errors, and a tiny end-to-end run on a dataset written here."""
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from toperl_jax import offline
+
+_spec = importlib.util.spec_from_file_location("qt", pathlib.Path(__file__).parents[1] / "variants" / "qt.py")
+qt = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = qt
+_spec.loader.exec_module(qt)
+
+
+def _reacher_like_dataset(path, n_eps=6, T=50, seed=0):
+    """A random dataset with the reacher's shapes (obs 9, act 2), written in the D4RL layout."""
+    rng = np.random.default_rng(seed)
+    N = n_eps * T
+    timeouts = np.zeros(N, bool)
+    timeouts[T - 1::T] = True
+    ds = offline.TrajectoryDataset(
+        observations=rng.normal(size=(N, 9)), actions=rng.uniform(-1, 1, size=(N, 2)),
+        rewards=rng.normal(-0.1, 0.1, size=N), terminals=np.zeros(N, bool), timeouts=timeouts,
+        metadata={"env": "reacher", "scale": 10.0, "env_targets": [5.0, 0.0], "ref_min_score": -8.0,
+                  "ref_max_score": 10.0, "time_in_observation": True})
+    return offline.save_d4rl_hdf5(path, ds)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qt")
+    path = _reacher_like_dataset(root / "reacher-test-v0.hdf5")
+    return dataclasses.replace(qt.PRESETS["tiny"], dataset=str(path), logdir=str(root / "runs"), compile_cache="")
+
+
+@pytest.fixture(scope="module")
+def prog(tiny):
+    return qt.make_train(tiny)
+
+
+def _nstep_reference(rewards, mask, q_boot, no_boot, gamma, keep):
+    B, K = rewards.shape
+    y = np.zeros((B, K))
+    lm = np.zeros((B, K))
+    for b in range(B):
+        d = float(no_boot[b])
+        for t in range(K):
+            if t < K - 1:
+                acc = sum(gamma ** (k - t) * rewards[b, k] for k in range(t, K - 1))
+                if keep and d:
+                    acc += gamma ** (K - 1 - t) * rewards[b, K - 1]
+                else:
+                    acc += gamma ** (K - 1 - t) * (1 - d) * q_boot[b]
+                y[b, t] = acc
+                lm[b, t] = mask[b, t]
+            else:
+                y[b, t] = rewards[b, t] if (keep and d) else (1 - d) * q_boot[b]
+                lm[b, t] = mask[b, t] if (keep and d) else 0.0
+    return y, lm
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_nstep_targets_match_reference(keep):
+    rng = np.random.default_rng(0)
+    B, K = 6, 5
+    rewards = rng.normal(size=(B, K)).astype(np.float32)
+    L = np.array([5, 3, 1, 5, 2, 4])
+    mask = (np.arange(K)[None] >= (K - L)[:, None]).astype(np.float32)
+    rewards *= mask
+    q_boot = rng.normal(size=B).astype(np.float32) * 10
+    no_boot = np.array([False, True, False, True, True, False])
+    y, lm = qt.nstep_targets(jnp.asarray(rewards), jnp.asarray(mask), jnp.asarray(q_boot), jnp.asarray(no_boot),
+                             0.9, keep)
+    y_ref, lm_ref = _nstep_reference(rewards, mask, q_boot, no_boot, 0.9, keep)
+    np.testing.assert_array_equal(np.asarray(lm), lm_ref)
+    np.testing.assert_allclose(np.asarray(y) * lm_ref, y_ref * lm_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_masking_of_the_policy(prog, tiny):
+    """Changing step p's tokens leaves the predictions at earlier steps unchanged; the state token at p changes
+    the action predicted at p, and a padded step's inputs change nothing at valid steps."""
+    K, S, A = tiny.context_len, 9, 2
+    params = prog.actor.init(jax.random.PRNGKey(1), jnp.zeros((1, K, S)), jnp.zeros((1, K, A)), jnp.zeros((1, K)),
+                             jnp.zeros((1, K), jnp.int32), jnp.ones((1, K)))
+    rng = np.random.default_rng(2)
+    obs = jnp.asarray(rng.normal(size=(1, K, S)), jnp.float32)
+    act = jnp.asarray(rng.uniform(-1, 1, size=(1, K, A)), jnp.float32)
+    rtg = jnp.asarray(rng.normal(size=(1, K)), jnp.float32)
+    ts = jnp.arange(K, dtype=jnp.int32)[None]
+    mask = jnp.ones((1, K))
+    f = jax.jit(lambda o, a, r, m: prog.actor.apply(params, o, a, r, ts, m))
+    a0, s0 = f(obs, act, rtg, mask)
+    p = 2
+    for field in ("obs", "act", "rtg"):
+        o2 = obs.at[0, p].add(1.0) if field == "obs" else obs
+        a2 = act.at[0, p].set(-act[0, p]) if field == "act" else act
+        r2 = rtg.at[0, p].add(30.0) if field == "rtg" else rtg
+        a1, s1 = f(o2, a2, r2, mask)
+        np.testing.assert_allclose(a1[0, :p], a0[0, :p], atol=1e-6, err_msg=field)
+        np.testing.assert_allclose(s1[0, :p], s0[0, :p], atol=1e-6, err_msg=field)
+        if field in ("obs", "rtg"):  # these tokens precede the state token of step p
+            assert float(jnp.max(jnp.abs(a1[0, p] - a0[0, p]))) > 1e-4, field
+        else:  # the action token of step p follows its state token: â_p unchanged, ŝ_{p+1} changes
+            np.testing.assert_allclose(a1[0, p], a0[0, p], atol=1e-6)
+            assert float(jnp.max(jnp.abs(s1[0, p] - s0[0, p]))) > 1e-4
+    # left padding: the first step is padded; its inputs must not reach the valid steps
+    padded = mask.at[0, 0].set(0.0)
+    b0, _ = f(obs, act, rtg, padded)
+    b1, _ = f(obs.at[0, 0].add(5.0), act.at[0, 0].set(0.3), rtg.at[0, 0].add(4.0), padded)
+    np.testing.assert_allclose(b1[0, 1:], b0[0, 1:], atol=1e-6)
+
+
+def test_argmax_selection_picks_the_highest_q_candidate(prog, tiny):
+    K, S, A, E, C = tiny.context_len, 9, 2, 3, tiny.num_candidates
+    st = jax.jit(prog.init)(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(3)
+    obs = jnp.asarray(rng.normal(size=(E, C, K, S)), jnp.float32)
+    acts = jnp.asarray(rng.uniform(-1, 1, size=(E, C, K, A)), jnp.float32)
+    rtg = jnp.asarray(rng.normal(size=(E, C, K)) * 3, jnp.float32)  # candidates differ in their RTGs
+    ts = jnp.broadcast_to(jnp.arange(K, dtype=jnp.int32), (E, C, K))
+    mask = jnp.ones((E, C, K))
+    s_now = obs[:, 0, -1]
+    a, idx, q, cands = jax.jit(prog.choose_action)(st.actor, st.critic, obs, acts, rtg, ts, mask, s_now,
+                                                   jax.random.PRNGKey(4))
+    # independent: Q of every candidate with the critic directly
+    q_ref = np.min(np.asarray(prog.critic.apply(st.critic, jnp.broadcast_to(s_now[:, None], (E, C, S)), cands)), 0)
+    np.testing.assert_allclose(np.asarray(q), q_ref, rtol=1e-5, atol=1e-6)
+    assert np.asarray(idx).tolist() == np.argmax(q_ref, axis=1).tolist()
+    np.testing.assert_allclose(np.asarray(a), np.asarray(cands)[np.arange(E), np.argmax(q_ref, 1)], atol=1e-6)
+    assert len({tuple(np.round(np.asarray(cands)[0, c], 5)) for c in range(C)}) > 1  # candidates really differ
+    # upstream's rule samples ∝ softmax(q): with widely separated q it picks the max, with ties it spreads
+    q_sep = jnp.array([[0.0, 50.0, 1.0, -3.0]])
+    assert int(qt.select_candidate(q_sep, jax.random.PRNGKey(0), "softmax")[0]) == 1
+    picks = jax.vmap(lambda k: qt.select_candidate(jnp.zeros((1, 4)), k, "softmax"))(
+        jax.random.split(jax.random.PRNGKey(1), 200))
+    assert len(set(np.asarray(picks).ravel().tolist())) == 4
+
+
+def test_ema_and_cosine_schedules(tiny):
+    args = dataclasses.replace(tiny, ema_start=10, ema_every=5, ema_decay=0.9)
+    ema, p = {"w": jnp.array(0.0)}, {"w": jnp.array(1.0)}
+    assert float(qt._ema_update(jnp.int32(3), ema, p, args)["w"]) == 1.0  # copy before ema_start
+    assert float(qt._ema_update(jnp.int32(12), ema, p, args)["w"]) == 0.0  # not a multiple of 5
+    np.testing.assert_allclose(float(qt._ema_update(jnp.int32(15), ema, p, args)["w"]), 0.1, rtol=1e-6)
+    sched = qt.cosine_lr(3e-4, 1000, 100)
+    for count, i in ((0, 0), (999, 0), (1000, 1), (50_500, 50), (10**6, 100)):
+        np.testing.assert_allclose(float(sched(jnp.int32(count))), 3e-4 * 0.5 * (1 + np.cos(np.pi * i / 100)),
+                                   rtol=1e-5, atol=1e-12)
+    assert qt.cosine_lr(3e-4, 1000, None) == 3e-4
+
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--n-embd", "15", "--n-head", "2"], "--n-embd"),
+    (["--eta", "-1"], "--eta"),
+    (["--context-len", "0"], "--context-len"),
+    (["--dataset", "/nonexistent/x.hdf5"], "--dataset"),
+])
+def test_bad_flags_name_the_flag(tiny, flags, flag):
+    args = qt.parse_args(["--preset", "tiny", "--dataset", tiny.dataset, *flags])
+    with pytest.raises(ValueError, match=flag):
+        qt.check_args(args)
+
+
+def test_eta0_is_plain_dt(tiny):
+    args = dataclasses.replace(tiny, eta=0.0)
+    assert args.resolved_selection == "first" and not args.train_critic
+    assert qt.parse_args(["--preset", "tiny", "--eta", "0"]).eta == 0.0
+
+
+def test_tiny_end_to_end_run(tiny, prog):
+    """Two iterations with evaluation, logs, checkpoint and summary; the BC loss falls on this data."""
+    args = dataclasses.replace(tiny, iterations=3, steps_per_iter=20, run_name="e2e")
+    summary = qt.run(args, verbose=False)
+    run_dir = pathlib.Path(args.logdir) / "e2e"
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert saved["score_key"] == "eval/normalized_score"
+    final = saved["per_seed"][0]["final"]
+    assert final["iteration"] == 3 and np.isfinite(final["eval/return"])
+    np.testing.assert_allclose(final["eval/normalized_score"], 100 * (final["eval/return"] + 8.0) / 18.0, rtol=1e-6)
+    assert any(k.startswith("best_over_training") for k in saved["per_seed"][0])
+    assert (run_dir / "checkpoints").is_dir() and list((run_dir / "seed_0").glob("events.*"))
+    st = summary["state"]
+    assert int(st.step[0]) == 60
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves((st.actor, st.critic)))
+    # the critic and its target moved (eta > 0 trains them)
+    init = jax.jit(prog.init)(jax.random.PRNGKey(args.seed))  # the run's initial state (same seed and shapes)
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a[0] - b))), st.critic, init.critic)
+    assert max(jax.tree.leaves(moved)) > 1e-4
