@@ -1,0 +1,583 @@
+"""Reproduce the paper's learning curves and tables: run a suite for variants × seeds, then aggregate the logs.
+
+    python benchmarks/reproduce.py --suite reach                            # CPU-sized: 8 seeds of the reach preset
+    python benchmarks/reproduce.py --suite box-dense --num-seeds 8          # on a GPU: the paper's box pushing
+    python benchmarks/reproduce.py --suite reach --num-seeds 2 --iterations 40   # unknown flags go to the variant
+    python benchmarks/reproduce.py --suite reach --aggregate-only           # re-aggregate existing runs only
+
+A suite is a variant preset (`--task`) plus the task's metrics and the paper's numbers. For every variant in
+`--variants` (a script `variants/<name>.py` with `parse_args(argv)` and `run(args, verbose=...)`, as
+`variants/top_erl.py`) the seeds `--seed … --seed + --num-seeds − 1` are trained in groups of
+`--seeds-per-run` vmapped seeds (the variant's `--num-seeds`), each group in its own run directory
+`<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A group whose `summary.json` shows all iterations done is skipped;
+one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running the same command.
+
+The evaluation logs are read back from each run's `summary.json` (its `history`: one entry per evaluation with
+per-seed values) or, for a run that has none yet, from its TensorBoard event files (`seed_<i>/`). Written to
+`<out>/bench_<suite>/`:
+  raw.csv      one row per (variant, seed, evaluation): env steps, iteration, wall time, every eval/* metric;
+  table.md     per metric: final IQM with a 95 % stratified-bootstrap CI over seeds (rliable), the paper's value,
+               and the env steps at which the IQM curve first reaches each threshold (plus how many seeds did);
+  curves.png   IQM curves with CI bands against env steps, the paper's values as reference markers/lines;
+  meta.json    the command, git commit, date, machine and the runs aggregated.
+Statistics: rliable (`metrics.aggregate_iqm` = the 25 %-trimmed mean, `library.get_interval_estimates` = the
+percentile stratified bootstrap; with one task the strata are the seeds of that task).
+
+Paper values (specs/toperl_results.md, read off the paper's main figure by eye: ±0.02 success, ±0.01 m) are
+reference points only: the figure's x-axis is environment interactions, as here.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import importlib.util
+import json
+import pathlib
+import platform
+import shlex
+import struct
+import subprocess
+import sys
+import warnings
+from typing import Literal
+
+import numpy as np
+import tyro
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Suites
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    key: str
+    """history / TensorBoard tag of the evaluation metric (mean over the evaluation episodes)"""
+    label: str
+    higher_is_better: bool
+    thresholds: tuple[float, ...]
+    """report the env steps at which the IQM curve first reaches each of these"""
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperPoint:
+    method: str
+    env_steps: float
+    value: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    task: str | None
+    """the variant preset (`--task`); None: the suite cannot run yet (`unavailable` says why)"""
+    metrics: tuple[Metric, ...]
+    seeds_per_run: int
+    """default number of seeds vmapped into one program"""
+    paper: dict[str, tuple[PaperPoint, ...]] = dataclasses.field(default_factory=dict)
+    """metric key -> the paper's values (TOP-ERL first, then baselines at the end of their curves)"""
+    paper_note: str = ""
+    unavailable: str = ""
+
+
+SUCCESS = "eval/is_success"
+_BASE_BOX_X = 5e7  # the figure's x range for box pushing; baselines are read at its right end
+
+
+def _baselines(x: float, **values: float) -> tuple[PaperPoint, ...]:
+    return tuple(PaperPoint(name, x, v) for name, v in values.items())
+
+
+SUITES: dict[str, Suite] = {
+    "reach": Suite(
+        task="reach", seeds_per_run=4,
+        metrics=(Metric(SUCCESS, "success rate", True, (0.5, 0.8, 0.9)),
+                 Metric("eval/distance", "final fingertip distance (m)", False, (0.05, 0.02))),
+        paper_note="none: `reach` is this project's CPU-sized task; the paper has no reaching result"),
+    "box-dense": Suite(
+        task="box-dense", seeds_per_run=4, metrics=(Metric(SUCCESS, "success rate", True, (0.5, 0.7, 0.8)),),
+        paper={SUCCESS: (PaperPoint("TOP-ERL", 0.5e7, 0.70), PaperPoint("TOP-ERL", 4e7, 0.84),
+                         *_baselines(_BASE_BOX_X, TCE=0.63, BBRL=0.54, gSDE=0.61, PPO=0.03, SAC=0.14, PINK=0.20,
+                                     GTrXL=0.5))},
+        paper_note="Fig. 4 box pushing dense; TOP-ERL ≈0.84 at the curve's end (≈4e7), 0.7 at ≈0.5e7"),
+    "box-sparse": Suite(
+        task="box-sparse", seeds_per_run=4, metrics=(Metric(SUCCESS, "success rate", True, (0.5, 0.7)),),
+        paper={SUCCESS: (PaperPoint("TOP-ERL", 1e7, 0.70), PaperPoint("TOP-ERL", 4e7, 0.72),
+                         *_baselines(_BASE_BOX_X, TCE=0.60, BBRL=0.45, gSDE=0.61, PPO=0.03, SAC=0.0, PINK=0.0,
+                                     GTrXL=0.0))},
+        paper_note="Fig. 4 box pushing sparse; TOP-ERL ≈0.72 at the curve's end (≈4e7), ≈0.70 by 1e7"),
+    "hopper-jump": Suite(
+        task="hopper-jump", seeds_per_run=4,
+        metrics=(Metric("eval/max_height", "max height (m)", True, (1.5, 1.8, 1.9)),
+                 Metric("eval/goal_dist", "goal distance (m)", False, (0.2, 0.1))),
+        paper={"eval/max_height": (PaperPoint("TOP-ERL", 1.2e6, 1.91), PaperPoint("TOP-ERL", 3.6e6, 1.91),
+                                   *_baselines(3.6e6, TCE=1.89, BBRL=1.86, gSDE=1.84, SAC=1.53, PINK=1.57,
+                                               GTrXL=1.50))},
+        paper_note="Fig. 4 hopper jump (max height); TOP-ERL ≈1.91 m from ≈1.2e6 on; PPO not readable; the paper "
+                   "shows no goal-distance curve"),
+    "metaworld-mt50": Suite(
+        task=None, seeds_per_run=8, metrics=(Metric(SUCCESS, "success rate (aggregate of 50 tasks)", True,
+                                                    (0.9, 0.95)),),
+        paper={SUCCESS: (PaperPoint("TOP-ERL", 0.7e7, 0.95), PaperPoint("TOP-ERL", 2.1e7, 0.985),
+                         *_baselines(2.1e7, TCE=0.97, BBRL=0.91, gSDE=0.88, PPO=0.86, SAC=0.85, PINK=0.91,
+                                     GTrXL=0.82))},
+        unavailable="the Meta-World MT50 tasks are not implemented in toperl_jax.envs yet, and no variant has a "
+                    "Meta-World preset; this suite runs once both exist"),
+}
+
+RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "--resume")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Run a benchmark suite (or only aggregate its existing runs) and write CSV, table and plot."""
+
+    suite: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "metaworld-mt50"] = "reach"
+    """which suite: a variant preset plus its metrics and the paper's reference numbers"""
+    variants: tuple[str, ...] = ("top_erl",)
+    """variant scripts under variants/ (same `parse_args` / `run` API as variants/top_erl.py)"""
+    seed: int = 0
+    """first seed"""
+    num_seeds: int = 8
+    """seeds per variant: seed … seed + num_seeds − 1 (the upstream configs use 8 repetitions)"""
+    seeds_per_run: int | None = None
+    """seeds vmapped into one program (the variant's --num-seeds); default: the suite's (4)"""
+    logdir: str = "runs/bench"
+    """root of the run directories: <logdir>/<suite>/<variant>/seeds<a>-<b>/"""
+    out: str = "results"
+    """where the aggregated files go: <out>/bench_<suite>/"""
+    aggregate_only: bool = False
+    """do not train; aggregate every run directory found under <logdir>/<suite>/<variant>/"""
+    reps: int = 2000
+    """bootstrap replications (rliable's default is 50000; 2000 keeps the CIs' Monte-Carlo error ~1 %)"""
+    confidence: float = 0.95
+    """coverage of the bootstrap intervals"""
+    stats_seed: int = 0
+    """random state of the bootstrap (fixed, so that a re-aggregation gives the same numbers)"""
+    quiet: bool = False
+    """no progress lines from the variants"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics (rliable)
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of a 1-D array of per-seed scores (rliable: the 25 %-trimmed mean)."""
+    from rliable import metrics
+
+    return float(metrics.aggregate_iqm(np.asarray(scores, np.float64)))
+
+
+def iqm_curve_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IQM over seeds and its stratified-bootstrap CI for every evaluation point.
+
+    Args:
+        scores: `[num_seeds, num_evals]` one task's scores.
+    Returns:
+        (iqm, lower, upper), each `[num_evals]`.
+    """
+    from rliable import library, metrics
+
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim != 2 or scores.shape[0] < 1:
+        raise ValueError(f"scores must be [num_seeds >= 1, num_evals], got shape {scores.shape}")
+
+    def func(x):  # x: [seeds, 1 task, evals] (a bootstrap resample of the seeds)
+        return np.array([metrics.aggregate_iqm(x[..., j]) for j in range(x.shape[-1])])
+
+    with warnings.catch_warnings():  # arch (under rliable) deprecates `random_state`; rliable 1.2 still passes it
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        point, ci = library.get_interval_estimates({"x": scores[:, None, :]}, func, reps=reps,
+                                                   confidence_interval_size=confidence,
+                                                   random_state=np.random.RandomState(seed))
+    return point["x"], ci["x"][0], ci["x"][1]
+
+
+def final_iqm_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(IQM, lower, upper) of `[num_seeds]` final scores."""
+    p, lo, hi = iqm_curve_ci(np.asarray(scores, np.float64)[:, None], reps, confidence, seed)
+    return float(p[0]), float(lo[0]), float(hi[0])
+
+
+def first_reach(steps: np.ndarray, curve: np.ndarray, threshold: float, higher_is_better: bool) -> float | None:
+    """Env steps of the first evaluation at which `curve` reaches `threshold` (None: never)."""
+    hit = curve >= threshold if higher_is_better else curve <= threshold
+    return float(steps[np.argmax(hit)]) if hit.any() else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def load_variant(name: str):
+    """Import variants/<name>.py (once) and check its API."""
+    path = ROOT / "variants" / f"{name}.py"
+    if not path.exists():
+        have = sorted(p.stem for p in (ROOT / "variants").glob("*.py"))
+        raise SystemExit(f"--variants: no variants/{name}.py (have: {', '.join(have)})")
+    mod = sys.modules.get(name)
+    if mod is None or pathlib.Path(getattr(mod, "__file__", "")).resolve() != path:
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    for attr in ("parse_args", "run"):
+        if not callable(getattr(mod, attr, None)):
+            raise SystemExit(f"--variants: variants/{name}.py has no `{attr}` (a variant exposes parse_args(argv) "
+                             "and run(args, verbose=...))")
+    return mod
+
+
+def seed_groups(first: int, num: int, per_run: int) -> list[tuple[int, int]]:
+    """Contiguous (first seed, count) groups: a variant's `--seed s --num-seeds n` trains s … s + n − 1."""
+    return [(s, min(per_run, first + num - s)) for s in range(first, first + num, per_run)]
+
+
+def _comparable(args_obj) -> dict:
+    d = json.loads(json.dumps(dataclasses.asdict(args_obj)))
+    for name in ("resume", "compile_cache", "video"):
+        d.pop(name, None)
+    return d
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "variants", "toperl_jax"], cwd=ROOT,
+                               capture_output=True, text=True, check=False).stdout.strip()
+        return head + ("+uncommitted changes in variants/ or toperl_jax/" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    import jax
+
+    desc = f"{cpu}, {os.cpu_count()} CPUs"
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        desc += f"; {dev.device_kind} ({dev.platform})"
+    return desc
+
+
+def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
+    """Train every (variant, seed group) not yet complete; returns one record per group."""
+    bad = [f for f in extra if f.split("=", 1)[0] in RESERVED_FLAGS]
+    if bad:
+        raise SystemExit(f"{', '.join(bad)}: set by reproduce.py (use --seed / --num-seeds / --seeds-per-run / "
+                         "--logdir of reproduce.py instead)")
+    per_run = cfg.seeds_per_run or suite.seeds_per_run
+    records = []
+    for variant in cfg.variants:
+        mod = load_variant(variant)
+        for s0, n in seed_groups(cfg.seed, cfg.num_seeds, per_run):
+            parent = pathlib.Path(cfg.logdir) / cfg.suite / variant
+            name = f"seeds{s0}-{s0 + n - 1}"
+            run_dir = parent / name
+            argv = ["--task", suite.task, *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir", str(parent),
+                    "--run-name", name]
+            vargs = mod.parse_args(argv)
+            summary_path = run_dir / "summary.json"
+            if (run_dir / "args.json").exists():
+                saved = json.loads((run_dir / "args.json").read_text())
+                if saved != _comparable(vargs):
+                    diff = {k: (saved.get(k), v) for k, v in _comparable(vargs).items() if saved.get(k) != v}
+                    raise SystemExit(f"{run_dir} holds a run with other flags (saved vs now: {diff}); pass another "
+                                     "--logdir or remove it")
+            if summary_path.exists() and json.loads(summary_path.read_text())["iterations_done"] >= vargs.iterations:
+                print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: complete in {run_dir}, skipped")
+                records.append({"variant": variant, "run_dir": str(run_dir), "status": "skipped (complete)"})
+                continue
+            ckpt = run_dir / "checkpoints"
+            resume = ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+            if resume:
+                vargs = mod.parse_args([*argv, "--resume"])
+            print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: {'resuming' if resume else 'training'} in "
+                  f"{run_dir}: {variant}.py {shlex.join(argv)}", flush=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            info = {"argv": argv, "commit": _git_commit(), "started": _now(), "machine": machine()}
+            (run_dir / "reproduce.json").write_text(json.dumps(info, indent=1))
+            mod.run(vargs, verbose=not cfg.quiet)
+            records.append({"variant": variant, "run_dir": str(run_dir), "status": "resumed" if resume else "trained"})
+    return records
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Collecting evaluation logs
+
+
+def read_tensorboard_scalars(path: pathlib.Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the scalars in the event files under `path` (TFRecord framing, Event protos as
+    shipped by tensorboardX; CRCs are not checked, a truncated last record is ignored)."""
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, dict[int, float]] = {}
+    for f in sorted(path.glob("events.out.tfevents.*")):
+        data, pos = f.read_bytes(), 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            start, end = pos + 12, pos + 12 + length
+            if end + 4 > len(data):
+                break
+            ev = event_pb2.Event.FromString(data[start:end])
+            pos = end + 4
+            for v in ev.summary.value:
+                if v.HasField("simple_value"):
+                    out.setdefault(v.tag, {})[int(ev.step)] = float(v.simple_value)
+    return out
+
+
+def collect(run_dir: pathlib.Path, variant: str) -> list[dict]:
+    """One record per (seed, evaluation) of a run: from summary.json, else from TensorBoard (a run in progress)."""
+    rows = []
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        s = json.loads(summary_path.read_text())
+        for h in s["history"]:
+            for i, seed in enumerate(s["seeds"]):
+                row = {"variant": variant, "seed": seed, "iteration": h["iteration"], "env_steps": h["env_steps"],
+                       "wall_time": h.get("wall_time", 0.0), "source": "summary.json"}
+                row.update({k: (v[i] if isinstance(v, list) else v) for k, v in h.items() if k.startswith("eval/")})
+                rows.append(row)
+        return rows
+    args_path = run_dir / "args.json"
+    if not args_path.exists():
+        return rows
+    a = json.loads(args_path.read_text())
+    for i in range(a.get("num_seeds", 1)):
+        tags = read_tensorboard_scalars(run_dir / f"seed_{i}")
+        steps = sorted(set().union(*[set(v) for t, v in tags.items() if t.startswith("eval/")] or [set()]))
+        for step in steps:
+            row = {"variant": variant, "seed": a["seed"] + i,
+                   "iteration": int(tags.get("charts/iteration", {}).get(step, 0)), "env_steps": step,
+                   "wall_time": tags.get("charts/wall_time", {}).get(step, 0.0), "source": "tensorboard"}
+            row.update({t: v[step] for t, v in tags.items() if t.startswith("eval/") and step in v})
+            rows.append(row)
+    return rows
+
+
+def collect_suite(cfg: Args) -> tuple[list[dict], list[str]]:
+    """Records of every run directory of the requested variants; duplicate seeds keep the longest run."""
+    rows, runs = [], []
+    for variant in cfg.variants:
+        base = pathlib.Path(cfg.logdir) / cfg.suite / variant
+        by_seed: dict[int, list[dict]] = {}
+        for run_dir in sorted(p for p in base.glob("*") if p.is_dir()):
+            got = collect(run_dir, variant)
+            if got:
+                runs.append(str(run_dir))
+            for seed in sorted({r["seed"] for r in got}):
+                mine = [r for r in got if r["seed"] == seed]
+                if len(mine) > len(by_seed.get(seed, [])):
+                    if seed in by_seed:
+                        print(f"[reproduce] seed {seed} of {variant} found twice; keeping the run in {run_dir}")
+                    by_seed[seed] = mine
+        for seed in sorted(by_seed):
+            rows.extend(by_seed[seed])
+    return rows, runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Aggregation: CSV, table, plot
+
+
+def curves(rows: list[dict], variant: str, key: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(env steps [E], scores [seeds, E], seeds) over the evaluation steps that every seed of `variant` has."""
+    mine = [r for r in rows if r["variant"] == variant and key in r and np.isfinite(r[key])]
+    seeds = sorted({r["seed"] for r in mine})
+    if not seeds:
+        return np.zeros(0), np.zeros((0, 0)), []
+    per = {s: {r["env_steps"]: r[key] for r in mine if r["seed"] == s} for s in seeds}
+    steps = sorted(set.intersection(*[set(v) for v in per.values()]))
+    return np.array(steps, np.float64), np.array([[per[s][t] for t in steps] for s in seeds]), seeds
+
+
+def write_csv(rows: list[dict], path: pathlib.Path) -> None:
+    metric_cols = sorted({k for r in rows for k in r if k.startswith("eval/")})
+    cols = ["variant", "seed", "iteration", "env_steps", "wall_time", "source", *metric_cols]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in cols})
+
+
+def _fmt_steps(x: float | None) -> str:
+    if x is None:
+        return "not reached"
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.0f}"
+
+
+def aggregate(cfg: Args, suite: Suite, rows: list[dict]) -> dict:
+    """Per variant and metric: the IQM curve with CI, the final IQM with CI and the threshold crossings."""
+    out = {}
+    for variant in cfg.variants:
+        for m in suite.metrics:
+            steps, scores, seeds = curves(rows, variant, m.key)
+            if not seeds or steps.size == 0:
+                continue
+            point, lo, hi = iqm_curve_ci(scores, cfg.reps, cfg.confidence, cfg.stats_seed)
+            crossings = {}
+            for thr in m.thresholds:
+                per_seed = [first_reach(steps, scores[i], thr, m.higher_is_better) for i in range(len(seeds))]
+                crossings[thr] = {"iqm_env_steps": first_reach(steps, point, thr, m.higher_is_better),
+                                  "seeds_reaching": sum(p is not None for p in per_seed)}
+            out[(variant, m.key)] = {"steps": steps, "iqm": point, "lo": lo, "hi": hi, "seeds": seeds,
+                                     "final": (float(point[-1]), float(lo[-1]), float(hi[-1])),
+                                     "final_scores": scores[:, -1], "crossings": crossings}
+    return out
+
+
+def paper_reference(suite: Suite, key: str) -> str:
+    pts = [p for p in suite.paper.get(key, ()) if p.method == "TOP-ERL"]
+    if not pts:
+        return "–"
+    p = max(pts, key=lambda q: q.env_steps)
+    return f"≈{p.value:g} at {_fmt_steps(p.env_steps)}"
+
+
+def write_table(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path, meta: dict) -> str:
+    conf = round(100 * cfg.confidence)
+    lines = [f"# Suite `{cfg.suite}`", "",
+             (f"Generated by `{meta['command']}` on {meta['date']}; machine: {meta['machine']}; "
+              f"commit {meta['commit']}."),
+             (f"IQM over seeds with {conf} % percentile stratified-bootstrap CIs ({cfg.reps} replications, rliable). "
+              f"Paper reference: {suite.paper_note or 'see specs/toperl_results.md'}."), ""]
+    for m in suite.metrics:
+        better = "higher is better" if m.higher_is_better else "lower is better"
+        lines += [f"## {m.label} (`{m.key}`, {better})", ""]
+        op = "≥" if m.higher_is_better else "≤"
+        head = ["variant", "seeds", "env steps (final)", f"final IQM [{conf} % CI]", "paper TOP-ERL"]
+        head += [f"IQM {op} {t:g} at (seeds reaching)" for t in m.thresholds]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for variant in cfg.variants:
+            a = agg.get((variant, m.key))
+            if a is None:
+                lines.append(f"| {variant} | 0 | – | no runs | {paper_reference(suite, m.key)} |"
+                             + " – |" * len(m.thresholds))
+                continue
+            f, lo, hi = a["final"]
+            cells = [variant, str(len(a["seeds"])), _fmt_steps(a["steps"][-1]), f"{f:.3f} [{lo:.3f}, {hi:.3f}]",
+                     paper_reference(suite, m.key)]
+            for t in m.thresholds:
+                c = a["crossings"][t]
+                cells.append(f"{_fmt_steps(c['iqm_env_steps'])} ({c['seeds_reaching']}/{len(a['seeds'])})")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    others = sorted({p.method for pts in suite.paper.values() for p in pts} - {"TOP-ERL"})
+    if others:
+        lines.append("Paper baselines at the end of the figure's x range (drawn as grey ticks in the plot): "
+                     + "; ".join(f"{m.key}: " + ", ".join(f"{p.method} {p.value:g}" for p in suite.paper.get(m.key, ())
+                                                        if p.method != "TOP-ERL")
+                                 for m in suite.metrics if m.key in suite.paper) + ".")
+    text = "\n".join(lines) + "\n"
+    path.write_text(text)
+    return text
+
+
+def write_plot(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(suite.metrics), figsize=(6.0 * len(suite.metrics), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], suite.metrics):
+        xmax = 0.0
+        for variant in cfg.variants:
+            a = agg.get((variant, m.key))
+            if a is None:
+                continue
+            line, = ax.plot(a["steps"], a["iqm"], label=f"{variant} (IQM, {len(a['seeds'])} seeds)")
+            ax.fill_between(a["steps"], a["lo"], a["hi"], color=line.get_color(), alpha=0.25, linewidth=0)
+            xmax = max(xmax, float(a["steps"][-1]))
+        pts = suite.paper.get(m.key, ())
+        if pts:
+            ours = [p for p in pts if p.method == "TOP-ERL"]
+            ax.scatter([p.env_steps for p in ours], [p.value for p in ours], marker="*", s=140, color="black",
+                       zorder=5, label="paper TOP-ERL (Fig. 4, by eye)")
+            ax.axhline(max(ours, key=lambda p: p.env_steps).value, color="black", linestyle=":", linewidth=1)
+            for p in pts:
+                if p.method != "TOP-ERL":
+                    ax.plot([p.env_steps], [p.value], marker="_", markersize=14, color="grey")
+                    ax.annotate(p.method, (p.env_steps, p.value), xytext=(6, -3), textcoords="offset points",
+                                fontsize=7, color="grey")
+        else:
+            ax.text(0.02, 0.02, "no paper reference for this task", transform=ax.transAxes, fontsize=8,
+                    color="grey")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(m.label + " (IQM)")
+        ax.set_title(f"{cfg.suite}: {m.label}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        if m.key == SUCCESS:
+            ax.set_ylim(-0.03, 1.03)
+        if not pts and xmax > 0:
+            ax.set_xlim(0, xmax * 1.02)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg, extra = tyro.cli(Args, args=argv, return_unknown_args=True)
+    suite = SUITES[cfg.suite]
+    if suite.task is None:
+        raise SystemExit(f"--suite {cfg.suite}: cannot run yet: {suite.unavailable}")
+    for name, value in (("num_seeds", cfg.num_seeds), ("reps", cfg.reps), ("seeds_per_run", cfg.seeds_per_run or 1)):
+        if value < 1:
+            raise SystemExit(f"--{name.replace('_', '-')}: must be ≥ 1, got {value}")
+    if not 0 < cfg.confidence < 1:
+        raise SystemExit(f"--confidence: must be in (0, 1), got {cfg.confidence}")
+    if cfg.aggregate_only and extra:
+        raise SystemExit(f"--aggregate-only takes no variant flags, got {' '.join(extra)}")
+    records = [] if cfg.aggregate_only else run_suite(cfg, suite, extra)
+    rows, runs = collect_suite(cfg)
+    if not rows:
+        raise SystemExit(f"no evaluation logs under {pathlib.Path(cfg.logdir) / cfg.suite} for variants "
+                         f"{', '.join(cfg.variants)}")
+    out = pathlib.Path(cfg.out) / f"bench_{cfg.suite}"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "python benchmarks/reproduce.py " + shlex.join(argv), "date": _now(), "machine": machine(),
+            "commit": _git_commit(), "runs": {}, "records": records}
+    for r in runs:
+        p = pathlib.Path(r) / "reproduce.json"
+        meta["runs"][r] = json.loads(p.read_text()) if p.exists() else {}
+    write_csv(rows, out / "raw.csv")
+    agg = aggregate(cfg, suite, rows)
+    table = write_table(cfg, suite, agg, out / "table.md", meta)
+    write_plot(cfg, suite, agg, out / "curves.png")
+    meta["final"] = {f"{v}|{k}": {"iqm": a["final"][0], "ci": a["final"][1:], "seeds": a["seeds"]}
+                     for (v, k), a in agg.items()}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    print(table)
+    print(f"[reproduce] wrote {out / 'raw.csv'}, {out / 'table.md'}, {out / 'curves.png'}, {out / 'meta.json'}")
+    return {"out": out, "rows": rows, "agg": agg, "table": table}
+
+
+if __name__ == "__main__":
+    main()
