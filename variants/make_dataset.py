@@ -36,6 +36,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import shlex
 import sys
 import time
 from typing import Literal
@@ -75,10 +76,9 @@ class Args:
     """TOP-ERL iterations of the expert agent (a multiple of the preset's eval_interval)"""
     deterministic_behaviour: bool = False
     """roll out the mean ProDMP weights instead of sampling them"""
-    behaviour_num_envs: int | None = None
-    """override the preset's episodes per TOP-ERL iteration (None: the preset's)"""
-    behaviour_eval_interval: int | None = None
-    """override the preset's iterations per chunk (None: the preset's)"""
+    behaviour_flags: str = ""
+    """extra `variants/top_erl.py` flags for the behaviour agent on top of its preset, e.g.
+    "--num-envs 8 --epochs-critic 5" (--seed, --iterations and --checkpoint-interval are set here)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables)"""
 
@@ -144,13 +144,8 @@ def make_rollouts(task, learner):
 def main(args: Args) -> dict:
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
-    te_args = top_erl.PRESETS[args.task]
-    over = {"seed": args.seed, "iterations": args.expert_iterations, "checkpoint_interval": 0}
-    if args.behaviour_num_envs is not None:
-        over["num_envs"] = args.behaviour_num_envs
-    if args.behaviour_eval_interval is not None:
-        over["eval_interval"] = args.behaviour_eval_interval
-    te_args = dataclasses.replace(te_args, **over)
+    te_args = top_erl.parse_args(["--task", args.task, *shlex.split(args.behaviour_flags)])
+    te_args = dataclasses.replace(te_args, seed=args.seed, iterations=args.expert_iterations, checkpoint_interval=0)
     check_args(args, te_args)
     prog = top_erl.make_train(te_args)
     task, learner = prog.task, prog.learner
@@ -215,7 +210,7 @@ def main(args: Args) -> dict:
     ref_min = float(datasets["random"].episode_returns().mean())
     ref_max = float(datasets["expert"].episode_returns().mean())
     best = max(float(d.episode_returns().max()) for d in datasets.values())
-    scale = 10.0 ** math.ceil(math.log10(max(abs(best), abs(ref_min), 1e-3)))
+    scale = 10.0 ** math.floor(math.log10(max(abs(best), abs(ref_min), 1e-3)))  # upstream: hopper 3600 -> 1000
     targets = [round(best, 3), round(0.5 * (ref_min + ref_max), 3)]
     summary = {"env": task.name, "ref_min_score": ref_min, "ref_max_score": ref_max, "scale": scale,
                "env_targets": targets, **info, "datasets": {}}
@@ -225,8 +220,8 @@ def main(args: Args) -> dict:
                 "scale": scale, "env_targets": targets, "time_in_observation": True,
                 "max_episode_steps": task.episode_length,
                 "action_space": "normalised PD command in [-1, 1] (toperl_jax.offline.actions)",
-                "behaviour": f"TOP-ERL preset {args.task}, medium {args.medium_iterations} it, expert "
-                             f"{args.expert_iterations} it, seed {args.seed}",
+                "behaviour": f"TOP-ERL preset {args.task} {args.behaviour_flags}, medium {args.medium_iterations} it, "
+                             f"expert {args.expert_iterations} it, seed {args.seed}",
                 "generator": "variants/make_dataset.py " + " ".join(sys.argv[1:])}
         path = offline.save_d4rl_hdf5(out / f"{task.name}-{recipe}-v0.hdf5", d, meta)
         s = d.summary()
