@@ -21,6 +21,8 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
                            {"reward_type": "temporal_sparse"}),
     "hopper-jump-sparse": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": True}),
     "hopper-jump-dense": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": False}),
+    # goal-switching tasks for replanning (goal_switch.py)
+    "reacher-switch": ("toperl_jax.envs.goal_switch:ReacherSwitch", {}),
 }
 
 
