@@ -1,7 +1,8 @@
 """Offline datasets from this project's MJX tasks, in the D4RL HDF5 layout (issue 7; specs/qt.md §8).
 
     python variants/make_dataset.py                                  # reacher: all five recipes in runs/datasets/
-    python variants/make_dataset.py --task hopper-jump --recipes random
+    python variants/make_dataset.py --task hopper-jump --episodes 50 --medium-iterations 20 --expert-iterations 40 \
+        --behaviour-flags="--num-envs 4 --epochs-critic 5 --epochs-policy 5 --batch-size 32 --policy-update-from 5"
     python variants/make_dataset.py --help
 
 Recipes (mirroring D4RL's):
@@ -77,8 +78,9 @@ class Args:
     deterministic_behaviour: bool = False
     """roll out the mean ProDMP weights instead of sampling them"""
     behaviour_flags: str = ""
-    """extra `variants/top_erl.py` flags for the behaviour agent on top of its preset, e.g.
-    "--num-envs 8 --epochs-critic 5" (--seed, --iterations and --checkpoint-interval are set here)"""
+    """extra `variants/top_erl.py` flags for the behaviour agent on top of its preset, written with `=` because
+    they start with dashes: --behaviour-flags="--num-envs 8 --epochs-critic 5" (--seed, --iterations and
+    --checkpoint-interval are set by this script)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables)"""
 
