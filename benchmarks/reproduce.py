@@ -21,7 +21,9 @@ per-seed values) or, for a run that has none yet, from its TensorBoard event fil
   curves.png   IQM curves with CI bands against env steps, the paper's values as reference markers/lines;
   meta.json    the command, git commit, date, machine and the runs aggregated.
 Statistics: rliable (`metrics.aggregate_iqm` = the 25 %-trimmed mean, `library.get_interval_estimates` = the
-percentile stratified bootstrap; with one task the strata are the seeds of that task).
+percentile stratified bootstrap; with one task the strata are the seeds of that task; on a curve every
+evaluation point is resampled on its own, so the band is pointwise). rliable 1.2 draws from numpy's global RNG
+whatever `random_state` says, so `iqm_curve_ci` seeds it (`--stats-seed`) and restores it afterwards.
 
 Paper values (specs/toperl_results.md, read off the paper's main figure by eye: ±0.02 success, ±0.01 m) are
 reference points only: the figure's x-axis is environment interactions, as here.
@@ -186,14 +188,27 @@ def iqm_curve_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
     if scores.ndim != 2 or scores.shape[0] < 1:
         raise ValueError(f"scores must be [num_seeds >= 1, num_evals], got shape {scores.shape}")
 
-    def func(x):  # x: [seeds, 1 task, evals] (a bootstrap resample of the seeds)
-        return np.array([metrics.aggregate_iqm(x[..., j]) for j in range(x.shape[-1])])
+    def func(x):  # x: [seeds, 1 task, evals] (a bootstrap resample): rliable's aggregate_iqm per evaluation point,
+        # i.e. scipy.stats.trim_mean(·, 0.25), written out in numpy (scipy's per-call overhead dominated the bootstrap)
+        x = np.sort(x.reshape(-1, x.shape[-1]), axis=0)
+        cut = int(0.25 * x.shape[0])
+        return x[cut:x.shape[0] - cut].mean(axis=0)
 
-    with warnings.catch_warnings():  # arch (under rliable) deprecates `random_state`; rliable 1.2 still passes it
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        point, ci = library.get_interval_estimates({"x": scores[:, None, :]}, func, reps=reps,
-                                                   confidence_interval_size=confidence,
-                                                   random_state=np.random.RandomState(seed))
+    assert np.allclose(func(scores[:, None, :]), [metrics.aggregate_iqm(c) for c in scores.T], rtol=1e-12)
+
+    # rliable 1.2's StratifiedBootstrap draws its resampling indices from the *global* numpy RNG
+    # (`np.random.choice` in `update_indices`) and ignores `random_state`; seed the global RNG for reproducible
+    # intervals and restore its state afterwards.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch (under rliable) deprecates `random_state`; rliable 1.2 passes it
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            point, ci = library.get_interval_estimates({"x": scores[:, None, :]}, func, reps=reps,
+                                                       confidence_interval_size=confidence,
+                                                       random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return point["x"], ci["x"][0], ci["x"][1]
 
 

@@ -1,0 +1,214 @@
+"""benchmarks/reproduce.py end to end on a tiny reach configuration, and its statistics against rliable and numpy.
+
+One tiny training run (2 vmapped seeds, 4 iterations, the same shapes as tests/test_top_erl.py's TINY so the
+persistent compilation cache is shared) feeds every end-to-end test; the others use fixed synthetic logs.
+"""
+
+import importlib.util
+import json
+import pathlib
+import shutil
+import struct
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rliable")
+pytest.importorskip("matplotlib")
+
+_path = pathlib.Path(__file__).parents[1] / "benchmarks" / "reproduce.py"
+_spec = importlib.util.spec_from_file_location("reproduce", _path)
+rp = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = rp
+_spec.loader.exec_module(rp)
+
+TINY_FLAGS = ["--iterations", "4", "--eval-interval", "2", "--num-envs", "4", "--batch-size", "8", "--epochs-critic", "2",
+              "--epochs-policy", "1", "--critic-update-from", "1", "--policy-update-from", "2", "--buffer-size", "16",
+              "--n-embd", "16", "--n-head", "2", "--n-layer", "1", "--policy-hidden-sizes", "16",
+              "--num-eval-episodes", "4", "--micro-batch", "4", "--compile-cache", ""]
+
+
+def _cli(tmp: pathlib.Path, *more: str) -> list[str]:
+    return ["--suite", "reach", "--num-seeds", "2", "--seeds-per-run", "2", "--logdir", str(tmp / "runs"),
+            "--out", str(tmp / "out"), "--reps", "300", "--quiet", *more]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    result = rp.main(_cli(tmp, *TINY_FLAGS))
+    return tmp, result
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk, checking the signature and the chunk's CRC."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+    length, ctype = struct.unpack(">I4s", data[8:16])
+    assert ctype == b"IHDR" and length == 13
+    body = data[16:16 + length]
+    (crc,) = struct.unpack(">I", data[16 + length:20 + length])
+    assert zlib.crc32(ctype + body) == crc, "IHDR CRC mismatch"
+    return struct.unpack(">II", body[:8])
+
+
+def _numpy_iqm(x) -> float:
+    """Mean of the middle 50 % of the sorted values (len divisible by 4 in the callers, so no fractional trim)."""
+    x = np.sort(np.asarray(x, np.float64))
+    n = len(x)
+    assert n % 4 == 0
+    return float(x[n // 4: n - n // 4].mean())
+
+
+def _read_csv(path):
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_csv_table_plot(tiny):
+    tmp, _ = tiny
+    out = tmp / "out" / "bench_reach"
+    summary = json.loads((tmp / "runs" / "reach" / "top_erl" / "seeds0-1" / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and summary["iterations_done"] == 4
+
+    rows = _read_csv(out / "raw.csv")
+    assert {"variant", "seed", "env_steps", "eval/is_success", "eval/distance"} <= set(rows[0])
+    assert len(rows) == 2 * len(summary["history"]) == 6  # 2 seeds × evaluations at iterations 0, 2, 4
+    assert sorted({int(r["seed"]) for r in rows}) == [0, 1]
+    assert sorted({int(r["env_steps"]) for r in rows}) == [0, 400, 800]  # 4 episodes × 50 steps × 2 iterations
+    for r in rows:  # every CSV value is the run's logged value
+        h = next(h for h in summary["history"] if h["env_steps"] == int(r["env_steps"]))
+        for key in ("eval/is_success", "eval/distance", "eval/return"):
+            assert float(r[key]) == pytest.approx(h[key][int(r["seed"])], rel=1e-12)
+
+    table = (out / "table.md").read_text()
+    finals = [float(r["eval/distance"]) for r in rows if int(r["env_steps"]) == 800]
+    iqm2 = float(np.mean(finals))  # IQM of 2 values: trim_mean(0.25) trims int(0.5) = 0 from each end
+    lo, hi = rp.final_iqm_ci(np.array(finals), reps=300)
+    assert f"| top_erl | 2 | 800 | {iqm2:.3f} [{lo:.3f}, {hi:.3f}] |" in table
+    assert "eval/is_success" in table and "the paper has no reaching result" in table
+    assert lo <= iqm2 <= hi
+
+    data = (out / "curves.png").read_bytes()
+    w, h = _png_size(data)
+    assert w > 200 and h > 100
+    from PIL import Image
+
+    with Image.open(out / "curves.png") as im:
+        im.load()  # decodes every IDAT chunk
+        assert im.size == (w, h)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["records"][0]["status"] == "trained"
+
+
+def test_rerun_skips_complete_runs_and_aggregate_only_matches(tiny, capsys):
+    tmp, first = tiny
+    summary = tmp / "runs" / "reach" / "top_erl" / "seeds0-1" / "summary.json"
+    before = summary.stat().st_mtime_ns
+    again = rp.main(_cli(tmp, *TINY_FLAGS))
+    assert "complete" in capsys.readouterr().out
+    assert summary.stat().st_mtime_ns == before
+    only = rp.main(_cli(tmp, "--aggregate-only"))
+    body = lambda t: t.split("\n", 3)[3]  # drop the header line with the command and the date
+    assert body(only["table"]) == body(again["table"]) == body(first["table"])
+
+
+def test_tensorboard_fallback_equals_summary(tiny, tmp_path):
+    tmp, _ = tiny
+    src = tmp / "runs" / "reach" / "top_erl" / "seeds0-1"
+    run = tmp_path / "copy"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("checkpoints"))
+    from_summary = rp.collect(run, "top_erl")
+    (run / "summary.json").unlink()
+    from_tb = rp.collect(run, "top_erl")
+    assert {r["source"] for r in from_tb} == {"tensorboard"} and len(from_tb) == len(from_summary)
+    key = lambda r: (r["seed"], r["env_steps"])
+    for a, b in zip(sorted(from_summary, key=key), sorted(from_tb, key=key)):
+        assert key(a) == key(b)
+        for m in ("eval/is_success", "eval/distance", "eval/return"):
+            assert b[m] == pytest.approx(a[m], rel=1e-6, abs=1e-7)  # TensorBoard stores float32
+
+
+@pytest.mark.parametrize("n", [8, 12])
+def test_iqm_ci_against_rliable_and_numpy(n):
+    from rliable import library, metrics
+
+    rng = np.random.default_rng(n)
+    scores = np.concatenate([rng.beta(2, 5, size=(n - 2, 6)), rng.uniform(0.9, 1.0, size=(2, 6))])  # outliers
+
+    # rliable called directly (its own aggregate_iqm), same data and seed: the same numbers (rliable 1.2 resamples
+    # with the global numpy RNG, whatever random_state says)
+    point, lo, hi = rp.iqm_curve_ci(scores, reps=500, seed=7)
+    np.random.seed(7)
+    ref_p, ref_ci = library.get_interval_estimates(
+        {"a": scores[:, None, :]}, lambda x: np.array([metrics.aggregate_iqm(x[..., j]) for j in range(6)]),
+        reps=500, random_state=np.random.RandomState(7))
+    np.testing.assert_allclose(point, ref_p["a"], rtol=1e-12)
+    np.testing.assert_allclose(lo, ref_ci["a"][0], rtol=1e-12)
+    np.testing.assert_allclose(hi, ref_ci["a"][1], rtol=1e-12)
+    f, flo, fhi = rp.final_iqm_ci(scores[:, -1], reps=1000, seed=3)
+    np.random.seed(3)
+    ref_p, ref_ci = library.get_interval_estimates({"a": scores[:, -1:]}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                                   reps=1000, random_state=np.random.RandomState(3))
+    np.testing.assert_allclose([f, flo, fhi], [ref_p["a"][0], *ref_ci["a"][:, 0]], rtol=1e-12)
+
+    # independent numpy: IQM = mean of the middle 50 %; CI = percentile bootstrap over seeds
+    point, lo, hi = rp.iqm_curve_ci(scores, reps=20000, seed=7)
+    np.testing.assert_allclose(point, [_numpy_iqm(scores[:, j]) for j in range(6)], rtol=1e-12)
+    assert not np.allclose(point, scores.mean(0))  # the outliers make the IQM differ from the mean
+    resampled = np.sort(scores[rng.integers(0, n, (40000, n))], axis=1)  # [reps, n, 6]
+    boot = resampled[:, n // 4: n - n // 4].mean(axis=1)
+    np_lo, np_hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    spread = scores.max() - scores.min()
+    np.testing.assert_allclose(lo, np_lo, atol=0.02 * spread)  # Monte-Carlo error of 20000 vs 40000 replications
+    np.testing.assert_allclose(hi, np_hi, atol=0.02 * spread)
+    assert np.all(lo <= point) and np.all(point <= hi) and np.all(hi - lo > 0)
+
+    again = rp.iqm_curve_ci(scores, reps=20000, seed=7)
+    for a, b in zip(again, (point, lo, hi)):
+        np.testing.assert_array_equal(a, b)  # reproducible
+    assert rp.iqm(scores[:, 0]) == pytest.approx(_numpy_iqm(scores[:, 0]), rel=1e-12)
+
+
+def test_first_reach():
+    steps = np.array([0.0, 10, 20, 30])
+    assert rp.first_reach(steps, np.array([0.1, 0.5, 0.4, 0.9]), 0.5, True) == 10
+    assert rp.first_reach(steps, np.array([0.1, 0.5, 0.4, 0.9]), 0.95, True) is None
+    assert rp.first_reach(steps, np.array([0.3, 0.2, 0.05, 0.01]), 0.05, False) == 20
+
+
+def test_aggregate_only_with_paper_markers(tmp_path):
+    """Synthetic box-dense logs (8 seeds in two groups): table with the paper's value, plot with its markers."""
+    rng = np.random.default_rng(3)
+    steps = [0, 1_000_000, 2_000_000]
+    finals = []
+    for s0 in (0, 4):
+        run = tmp_path / "runs" / "box-dense" / "top_erl" / f"seeds{s0}-{s0 + 3}"
+        run.mkdir(parents=True)
+        vals = rng.uniform(0, 1, size=(3, 4))
+        finals.extend(vals[-1])
+        hist = [{"iteration": i * 100, "env_steps": st, "eval/is_success": vals[i].tolist()}
+                for i, st in enumerate(steps)]
+        (run / "summary.json").write_text(json.dumps({"seeds": list(range(s0, s0 + 4)), "history": hist,
+                                                      "iterations_done": 200}))
+    res = rp.main(["--suite", "box-dense", "--num-seeds", "8", "--logdir", str(tmp_path / "runs"), "--out",
+                   str(tmp_path / "out"), "--aggregate-only", "--reps", "500"])
+    table = res["table"]
+    assert f"| top_erl | 8 | 2M | {_numpy_iqm(finals):.3f} [" in table
+    assert "≈0.84 at 40M" in table and "TCE 0.63" in table
+    _png_size((tmp_path / "out" / "bench_box-dense" / "curves.png").read_bytes())
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(SystemExit, match="Meta-World"):
+        rp.main(["--suite", "metaworld-mt50"])
+    with pytest.raises(SystemExit, match="--task"):
+        rp.main(["--suite", "reach", "--logdir", str(tmp_path), "--task", "box-dense"])
+    with pytest.raises(SystemExit, match="no variants/nonexistent.py"):
+        rp.main(["--suite", "reach", "--logdir", str(tmp_path), "--variants", "nonexistent"])
+    with pytest.raises(SystemExit, match="no evaluation logs"):
+        rp.main(["--suite", "reach", "--logdir", str(tmp_path), "--aggregate-only"])
+    assert rp.seed_groups(0, 8, 3) == [(0, 3), (3, 3), (6, 2)]
