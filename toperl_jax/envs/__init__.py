@@ -23,6 +23,17 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     "hopper-jump-dense": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": False}),
     # goal-switching tasks for replanning (goal_switch.py)
     "reacher-switch": ("toperl_jax.envs.goal_switch:ReacherSwitch", {}),
+    # Meta-World MT10 (docs/metaworld.md; assets from the `metaworld` package)
+    "metaworld-reach": ("toperl_jax.envs.metaworld.tasks:Reach", {}),
+    "metaworld-push": ("toperl_jax.envs.metaworld.tasks:Push", {}),
+    "metaworld-pick-place": ("toperl_jax.envs.metaworld.tasks:PickPlace", {}),
+    "metaworld-door-open": ("toperl_jax.envs.metaworld.tasks:DoorOpen", {}),
+    "metaworld-drawer-open": ("toperl_jax.envs.metaworld.tasks:DrawerOpen", {}),
+    "metaworld-drawer-close": ("toperl_jax.envs.metaworld.tasks:DrawerClose", {}),
+    "metaworld-button-press-topdown": ("toperl_jax.envs.metaworld.tasks:ButtonPressTopdown", {}),
+    "metaworld-peg-insert-side": ("toperl_jax.envs.metaworld.tasks:PegInsertSide", {}),
+    "metaworld-window-open": ("toperl_jax.envs.metaworld.tasks:WindowOpen", {}),
+    "metaworld-window-close": ("toperl_jax.envs.metaworld.tasks:WindowClose", {}),
 }
 
 
