@@ -461,7 +461,9 @@ def aggregate(cfg: Args, suite: Suite, rows: list[dict]) -> dict:
                 crossings[thr] = {"iqm_env_steps": first_reach(steps, point, thr, m.higher_is_better),
                                   "seeds_reaching": sum(p is not None for p in per_seed)}
             out[(variant, m.key)] = {"steps": steps, "iqm": point, "lo": lo, "hi": hi, "seeds": seeds,
-                                     "final": (float(point[-1]), float(lo[-1]), float(hi[-1])),
+                                     # the final CI from its own bootstrap of the last column (the curve's bands
+                                     # resample each evaluation point separately)
+                                     "final": final_iqm_ci(scores[:, -1], cfg.reps, cfg.confidence, cfg.stats_seed),
                                      "final_scores": scores[:, -1], "crossings": crossings}
     return out
 

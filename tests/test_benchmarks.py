@@ -87,7 +87,7 @@ def test_end_to_end_csv_table_plot(tiny):
     table = (out / "table.md").read_text()
     finals = [float(r["eval/distance"]) for r in rows if int(r["env_steps"]) == 800]
     iqm2 = float(np.mean(finals))  # IQM of 2 values: trim_mean(0.25) trims int(0.5) = 0 from each end
-    lo, hi = rp.final_iqm_ci(np.array(finals), reps=300)
+    _, lo, hi = rp.final_iqm_ci(np.array(finals), reps=300)
     assert f"| top_erl | 2 | 800 | {iqm2:.3f} [{lo:.3f}, {hi:.3f}] |" in table
     assert "eval/is_success" in table and "the paper has no reaching result" in table
     assert lo <= iqm2 <= hi
