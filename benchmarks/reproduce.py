@@ -537,13 +537,16 @@ def write_plot(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path) -> None:
             ax.scatter([p.env_steps for p in ours], [p.value for p in ours], marker="*", s=140, color="black",
                        zorder=5, label="paper TOP-ERL (Fig. 4, by eye)")
             ax.axhline(max(ours, key=lambda p: p.env_steps).value, color="black", linestyle=":", linewidth=1)
+            if any(p.method != "TOP-ERL" for p in pts):
+                ax.plot([], [], marker="_", markersize=14, linestyle="none", color="grey",
+                        label="paper baselines (end of their curves)")
             for p in pts:
                 if p.method != "TOP-ERL":
                     ax.plot([p.env_steps], [p.value], marker="_", markersize=14, color="grey")
                     ax.annotate(p.method, (p.env_steps, p.value), xytext=(6, -3), textcoords="offset points",
                                 fontsize=7, color="grey")
         else:
-            ax.text(0.02, 0.02, "no paper reference for this task", transform=ax.transAxes, fontsize=8,
+            ax.text(0.02, 0.02, "no paper reference for this metric", transform=ax.transAxes, fontsize=8,
                     color="grey")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(m.label + " (IQM)")
