@@ -1,0 +1,353 @@
+"""TOP-ERL with replanning inside the episode (spec `replanning.md`), end to end in one jitted program.
+
+    python variants/top_erl_replan.py                              # `reach-switch`: the goal moves mid-episode
+    python variants/top_erl_replan.py --n-splits 1                 # = variants/top_erl.py (tested), the baseline
+    python variants/top_erl_replan.py --task box-dense             # upstream "final": fixed splits [50, 20, 30]
+    python variants/top_erl_replan.py --task hopper-jump           # upstream "final": 2 equal splits
+    python variants/top_erl_replan.py --split-strategy random --n-splits 3 --policy-completion continuing
+
+Plain TOP-ERL draws one ProDMP trajectory at the start of an episode. Here the episode of T steps is cut into
+N splits σ_0 = 0 < σ_1 < … (`--split-strategy` equal / fixed / random); at every split start the policy reads
+the current observation (with its time feature), draws new weights and the ProDMP is decoded at absolute
+episode times from the desired pos/vel of the last executed step, so the motion stays continuous in position
+and velocity (`toperl_jax.replan.rollout`). One iteration, all inside `lax.scan`:
+  1. roll out `num_envs` episodes with replanning (one split schedule per rollout batch, stored per episode);
+  2. add them to the buffer with their split starts, boundary conditions and per-split policy outputs;
+  3. critic steps as TOP-ERL; the V targets' actions â come from the projected policy at the decision state
+     of the plan that owns the row's first action, completed past the next split start by
+     `--critic-completion` (`replan.critic_step`);
+  4. policy steps: π and the Polyak old policy at all N decision states, KL projection per (trajectory, split),
+     q_loss over TOP-ERL random segments completed by `--policy-completion` (`replan.policy_step`).
+Everything else — flags, presets, logging, checkpoints, `--resume`, `--num-seeds` — is `variants/top_erl.py`'s:
+`Args` extends its `Args`, the learner is built by its `make_learner`, the host loop uses its helpers.
+
+Deviations from upstream rw-ml/Replanning_TOP_ERL are listed in `toperl_jax/replan.py` (module docstring) and
+docs/replanning.md; the ones visible here:
+- the plan of a segment is chosen by owner(c) of its first action (upstream owner(c − 1), spec bug 2), so the
+  upstream presets' `rel_shift_time: 1` workaround is gone;
+- evaluation uses the training split strategy (upstream: equal splits with the same N);
+- presets take every TOP-ERL number from `variants/top_erl.py`'s presets at import time and only set the
+  replanning knobs (and epochs where the replanning configs differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+from jax import lax
+
+from toperl_jax import buffer as buffer_lib
+from toperl_jax import envs, replan, updates
+from toperl_jax.logger import Progress, RunLogger
+
+
+def _load_top_erl():
+    """variants/top_erl.py as a module (it is a script, not a package module); shared with the tests."""
+    if "top_erl" in sys.modules:
+        return sys.modules["top_erl"]
+    spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).with_name("top_erl.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["top_erl"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+te = _load_top_erl()
+
+# ---------------------------------------------------------------------------------------------------------------
+# Flags
+
+
+@dataclasses.dataclass(frozen=True)
+class Args(te.Args):
+    """TOP-ERL with replanning: every TOP-ERL flag, plus the split schedule and the completion strategies.
+    The defaults are the `reach-switch` preset; `--task` selects another preset, other flags override it."""
+
+    task: Literal["reach-switch", "reach", "box-dense", "hopper-jump"] = "reach-switch"
+    """preset: task plus hyperparameters (flags given alongside override the preset)"""
+    env: str = "reacher-switch"
+    """environment (`toperl_jax.envs.task_names()`); set by the preset"""
+
+    # --- replanning
+    n_splits: int = 2
+    """N, splits per episode (1 = plain TOP-ERL)"""
+    split_strategy: Literal["equal", "fixed", "random"] = "equal"
+    """equal: ⌊T/N⌋ each, remainder on the last splits; fixed: `--split-sizes`; random: N − 1 distinct boundaries
+    per rollout, every split ≥ `--split-min-length`"""
+    split_sizes: tuple[int, ...] = ()
+    """split lengths for `--split-strategy fixed` (N of them, summing to T)"""
+    split_min_length: int = 1
+    """shortest split of `--split-strategy random`"""
+    critic_completion: Literal["overconfident", "truncated", "continuing"] = "overconfident"
+    """how the V-target rows are completed past the next split start (upstream `v_func_estimation`)"""
+    policy_completion: Literal["overconfident", "truncated", "continuing"] = "overconfident"
+    """how the policy-loss rows are completed past the next split start (upstream `q_loss_strategy`)"""
+    policy_init: Literal["segment", "split"] = "segment"
+    """initial condition of a policy-loss row: the buffered desired pos/vel at the row start (upstream's
+    buffer-based init) or the boundary condition of the plan's split (N = 1: TOP-ERL's episode start)"""
+    reuse_noise: bool = False
+    """one noise vector ξ per episode, reused by every split (upstream `prodmp_reuse_sample`)"""
+
+    @property
+    def run_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.logdir) / (self.run_name or f"replan_{self.task}_s{self.seed}")
+
+
+def _from_top_erl(name: str, **changes) -> Args:
+    """A TOP-ERL preset (read now, so that retuning it there carries over) with the given changes."""
+    base = te.PRESETS[name]
+    return Args(**{**{f.name: getattr(base, f.name) for f in dataclasses.fields(te.Args)}, **changes})
+
+
+PRESETS: dict[str, Args] = {
+    # The goal-switching reacher (goal jumps at step 10…20 of 50); TOP-ERL's reach hyperparameters, 2 splits.
+    "reach-switch": _from_top_erl("reach", task="reach-switch", env="reacher-switch", n_splits=2),
+    # The plain reacher with the same replanning settings.
+    "reach": _from_top_erl("reach", task="reach", env="reacher", n_splits=2),
+    # Upstream Replanning_TOP_ERL box_push_random_init shared_dense.yaml + the 2025-11-20 "fully optimized"
+    # runs (*_3_50_20_30_*): fixed splits [50, 20, 30], q = v = overconfident, buffer-based init, 30 policy
+    # epochs (TOP-ERL: 15).
+    "box-dense": _from_top_erl("box-dense", n_splits=3, split_strategy="fixed", split_sizes=(50, 20, 30),
+                               epochs_policy=30, critic_completion="overconfident",
+                               policy_completion="overconfident", policy_init="segment"),
+    # Upstream shared_hopper "final": 2 equal splits, q = v = overconfident, buffer-based init.
+    "hopper-jump": _from_top_erl("hopper-jump", n_splits=2, split_strategy="equal",
+                                 critic_completion="overconfident", policy_completion="overconfident",
+                                 policy_init="segment"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """`--task` picks the preset, then tyro parses every flag with that preset as the default."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    task = "reach-switch"
+    for i, a in enumerate(argv):
+        if a == "--task" and i + 1 < len(argv):
+            task = argv[i + 1]
+        elif a.startswith("--task="):
+            task = a.split("=", 1)[1]
+    if task not in PRESETS:
+        raise SystemExit(f"--task {task!r} is not a preset; choose one of {', '.join(PRESETS)}")
+    return tyro.cli(Args, default=PRESETS[task], args=argv)
+
+
+def split_config(args: Args, task: envs.EpisodicTask) -> replan.SplitConfig:
+    """The split schedule; errors name the flag (raised before anything is compiled)."""
+    if args.split_strategy != "fixed" and args.split_sizes:
+        raise ValueError(f"--split-sizes is only used with --split-strategy fixed (got {args.split_strategy})")
+    return replan.SplitConfig(T=task.episode_length, n_splits=args.n_splits, strategy=args.split_strategy,
+                              sizes=tuple(args.split_sizes) or None, min_length=args.split_min_length)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The jitted program
+
+
+def make_train(args: Args) -> te.Program:
+    """Static set-up: the task, the learner, the split schedule and the pure functions of one run."""
+    task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
+    te.check_args(args, task)
+    splits = split_config(args, task)
+    learner = te.make_learner(args, task)
+    ru = replan.ReplanUpdates(critic_completion=args.critic_completion, policy_completion=args.policy_completion,
+                              critic_init="segment" if args.initial_condition_enforcement else "split",
+                              policy_init=args.policy_init)
+    T, dof, k = task.episode_length, task.num_dof, learner.mp.num_params
+
+    def rollout(policy_params, key, num_episodes: int, deterministic: bool):
+        """`num_episodes` fresh episodes with replanning at the split starts: (ReplanEpisode [n, ...], final env
+        states, per-episode stats {name: [n]}). Key use as TOP-ERL's rollout (N = 1 gives its numbers)."""
+        k_reset, k_w = jax.random.split(key)
+        start = jax.vmap(task.reset)(jax.random.split(k_reset, num_episodes))
+        sigma = replan.split_starts(splits, jax.random.fold_in(key, 0x5B17))
+        rep, final, ro = replan.rollout(task, learner.mp, lambda obs: learner.policy.apply(policy_params, obs),
+                                        start, sigma, k_w, deterministic, args.reuse_noise, splits.static_sizes())
+        if args.reward_redistribution:
+            rep = rep.replace(episode=rep.episode.replace(rewards=jax.vmap(task.mdp_rewards)(ro)))
+        stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
+        return rep, final, stats
+
+    def init(key) -> te.TrainState:
+        k_pol, k_crit, key = jax.random.split(key, 3)
+        example = replan.replan_episode_spec(T, task.obs_size, dof, k, args.n_splits)
+        return te.TrainState(policy=updates.init_policy_state(learner, k_pol),
+                             critic=updates.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
+                             buffer=buffer_lib.init(args.buffer_size, example),
+                             initial_entropy=jnp.full((), jnp.nan), key=key)
+
+    def nan_like(fn, *a):
+        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), jax.eval_shape(fn, *a)[1])
+
+    def as_f32(out):
+        state, metrics = out
+        return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+
+    def iteration(state: te.TrainState, it):
+        """Iteration `it` (1-based): rollout, buffer add, critic steps, policy steps (as TOP-ERL's)."""
+        key, k_roll, k_crit, k_pol = jax.random.split(state.key, 4)
+        episodes, _, stats = rollout(state.policy.params, k_roll, args.num_envs, deterministic=False)
+        buffer = buffer_lib.add(state.buffer, episodes)
+        h0 = jnp.where(jnp.isnan(state.initial_entropy) & (it >= args.critic_update_from),
+                       updates.initial_entropy(learner, state.policy.old_params, episodes.episode.states[:, 0]),
+                       state.initial_entropy)
+
+        def critic_fn(c):
+            return as_f32(replan.critic_update(learner, ru, c, buffer, state.policy.params, state.policy.old_params,
+                                               it, h0, k_crit, args.epochs_critic))
+
+        critic, c_metrics = lax.cond(it >= args.critic_update_from, critic_fn,
+                                     lambda c: (c, nan_like(critic_fn, c)), state.critic)
+
+        def policy_fn(p):
+            return as_f32(replan.policy_update(learner, ru, p, buffer, critic.params, it, h0, k_pol,
+                                               args.epochs_policy))
+
+        policy, p_metrics = lax.cond(it >= args.policy_update_from, policy_fn,
+                                     lambda p: (p, nan_like(policy_fn, p)), state.policy)
+        metrics = {**{f"rollout/{n}": jnp.mean(v) for n, v in stats.items()},
+                   **{f"critic/{n}": jnp.mean(v) for n, v in c_metrics.items()},
+                   **{f"policy/{n}": jnp.mean(v) for n, v in p_metrics.items()}}
+        metrics = {n: v.astype(jnp.float32) for n, v in metrics.items()}
+        return te.TrainState(policy=policy, critic=critic, buffer=buffer, initial_entropy=h0, key=key), metrics
+
+    def run_chunk(state: te.TrainState, first_it):
+        """Iterations first_it … first_it + eval_interval − 1 (those past `iterations` are skipped)."""
+
+        def body(s, i):
+            it = first_it + i
+            return lax.cond(it <= args.iterations, iteration, lambda s_, it_: (s_, nan_like(iteration, s_, it_)),
+                            s, it)
+
+        return lax.scan(body, state, jnp.arange(args.eval_interval, dtype=jnp.int32))
+
+    def evaluate(policy_params, key):
+        """Mean over `num_eval_episodes` fresh episodes of the deterministic policy, replanning as in training."""
+        _, _, stats = rollout(policy_params, key, args.num_eval_episodes, deterministic=True)
+        return {n: jnp.mean(v) for n, v in stats.items()}
+
+    return te.Program(init, run_chunk, evaluate, rollout, task, learner)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host loop (TOP-ERL's, with this variant's program): chunks, evaluation, logging, checkpoints
+
+
+def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
+    """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json);
+    `max_chunks` stops after that many chunks in this call (a checkpoint is written) — as `top_erl.run`."""
+    say = print if verbose else (lambda *a, **k: None)
+    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+    program = make_train(args)
+    task = program.task
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args_json = dataclasses.asdict(args)
+    for name in ("resume", "compile_cache", "video"):
+        args_json.pop(name)
+    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
+    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
+    opts = task.compiler_options()
+    state = jax.jit(jax.vmap(program.init), compiler_options=opts)(keys)
+    mgr = te._checkpoint_manager(run_dir) if args.checkpoint_interval or args.resume else None
+    chunk, history, wall_before = 0, [], 0.0
+    if args.resume:
+        if mgr.latest_step() is None:
+            raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+        saved = json.loads((run_dir / "args.json").read_text())
+        diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(args_json)).items() if saved.get(n) != v}
+        if diff:
+            raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
+                             + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
+        state, meta = te._restore(mgr, state)
+        chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
+        say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
+    else:
+        (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
+
+    chunk_fn = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
+    eval_fn = jax.jit(jax.vmap(program.evaluate), compiler_options=opts)
+    logger = RunLogger(run_dir, args.num_seeds)
+    steps_per_it = args.num_envs * task.episode_length
+    progress = Progress(args.iterations, steps_per_it)
+    num_chunks = math.ceil(args.iterations / args.eval_interval)
+    say(f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits) on {task.name} (preset "
+        f"{args.task}): {args.iterations} iterations × {args.num_envs} episodes × T={task.episode_length}, "
+        f"{args.num_seeds} seed(s), logs in {run_dir}")
+
+    def do_eval(it):
+        m = te._to_host(eval_fn(state.policy.params, jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys)))
+        return {f"eval/{n}": v for n, v in m.items()}
+
+    if chunk == 0:
+        ev = do_eval(0)
+        logger.scalars(ev, 0)
+        history.append({"iteration": 0, "env_steps": 0, **{n: v.tolist() for n, v in ev.items()}})
+        say(progress.line(0, te._headline(ev)))
+    t_start, chunks_run = time.perf_counter(), 0
+    while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
+        first_it = chunk * args.eval_interval + 1
+        state, metrics = chunk_fn(state, jnp.int32(first_it))
+        chunk, chunks_run = chunk + 1, chunks_run + 1
+        it = min(chunk * args.eval_interval, args.iterations)
+        with np.errstate(all="ignore"):  # all-NaN means: that update has not started yet
+            train = {n: np.nanmean(np.asarray(v, np.float64), axis=1) for n, v in metrics.items()}
+        ev = do_eval(it)
+        wall = wall_before + time.perf_counter() - t_start
+        env_steps = it * steps_per_it
+        logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
+                        "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
+        history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,
+                        **{n: v.tolist() for n, v in ev.items()}})
+        if chunks_run == 1:
+            progress.start(it)
+        say(progress.line(it, te._headline(ev, train)))
+        if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
+                                                             or chunk == num_chunks or chunks_run == max_chunks):
+            te._save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
+    logger.close()
+    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
+               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
+               "seeds": [args.seed + i for i in range(args.num_seeds)],
+               "per_seed": te._per_seed_summary(history, args.num_seeds), "history": history}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if chunk == num_chunks:
+        say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
+            f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
+        if args.video:
+            _render_final(args, program, state, run_dir, say)
+    summary["state"] = state
+    return summary
+
+
+def _render_final(args: Args, program: te.Program, state, run_dir: pathlib.Path, say) -> None:
+    """One episode of seed 0's deterministic policy, with replanning, to run_dir/final.mp4 (errors reported)."""
+    try:
+        from toperl_jax.envs import render
+
+        task = program.task
+        params = jax.tree.map(lambda x: x[0], state.policy.params)
+        key = jax.random.PRNGKey(args.seed)
+        rep, _, _ = jax.jit(lambda p, k: program.rollout(p, k, 1, True))(params, key)
+        start = task.reset(jax.random.split(jax.random.split(key)[0], 1)[0])  # the rollout's reset key
+        states = jax.jit(lambda s, d: render.episode_states(task, s, d))(start, rep.episode.actions[0])
+        path = render.render_episode(task, states, run_dir / "final.mp4")
+        say(f"video of the final policy (seed {args.seed}): {path}")
+    except Exception as e:  # noqa: BLE001 - report and keep the run's results
+        say(f"--video failed: {type(e).__name__}: {e}\n(headless rendering needs MUJOCO_GL=egl or osmesa set "
+            "before start, and `pip install -e .[render]` for mp4)")
+
+
+if __name__ == "__main__":
+    run(parse_args())
