@@ -315,3 +315,29 @@ def test_one_split_reproduces_top_erl():
                  (s_tr.policy, s_tr.critic), (s_te.policy, s_te.critic))
     np.testing.assert_array_equal(s_tr.buffer.data.episode.states, s_te.buffer.data.states)
     assert np.isfinite(m_te["policy/policy_loss"][1]) and np.isfinite(m_te["critic/critic_loss"][0])
+
+
+@pytest.mark.parametrize("change", [
+    {"n_splits": 3, "split_strategy": "random", "split_min_length": 5, "critic_completion": "truncated",
+     "policy_completion": "continuing", "reuse_noise": True},
+    pytest.param({"n_splits": 2, "critic_completion": "continuing", "policy_completion": "truncated",
+                  "policy_init": "split", "micro_batch": 0}, marks=pytest.mark.slow),
+])
+def test_replanning_iterations_update_every_split(change):
+    """Two iterations with N > 1 on the goal-switching reacher: finite losses, the policy moves, and the buffer
+    holds per-episode split starts, boundary conditions and per-split policy outputs."""
+    args = dataclasses.replace(tr.PRESETS["reach-switch"], **{**TINY, **change})
+    program = tr.make_train(args)
+    state0 = jax.jit(program.init)(jax.random.PRNGKey(0))
+    state, metrics = jax.jit(program.run_chunk)(state0, jnp.int32(1))
+    for n in ("critic/critic_loss", "policy/policy_loss", "policy/q_loss", "policy/entropy"):
+        assert np.isfinite(np.asarray(metrics[n])[-1]), n
+    data, N = state.buffer.data, args.n_splits
+    sigma = np.asarray(data.split_start[:8])
+    assert sigma.shape == (8, N) and (sigma[:, 0] == 0).all() and (np.diff(sigma, axis=1) >= 1).all()
+    assert data.episode.params_mean.shape[1:] == (N, program.learner.mp.num_params)
+    b, j = 5, N - 1
+    np.testing.assert_array_equal(data.split_init_pos[b, j], data.episode.desired_pos[b, sigma[b, j]])
+    moved = jax.tree.leaves(jax.tree.map(lambda a, c: np.abs(np.asarray(a) - np.asarray(c)).max(),
+                                         state.policy.params, state0.policy.params))
+    assert max(moved) > 0
