@@ -317,11 +317,12 @@ def test_one_split_reproduces_top_erl():
     assert np.isfinite(m_te["policy/policy_loss"][1]) and np.isfinite(m_te["critic/critic_loss"][0])
 
 
+@pytest.mark.slow  # ~50 s of CPU each (compiling a whole iteration); the default suite's budget is 2.5 min
 @pytest.mark.parametrize("change", [
     {"n_splits": 3, "split_strategy": "random", "split_min_length": 5, "critic_completion": "truncated",
      "policy_completion": "continuing", "reuse_noise": True},
-    pytest.param({"n_splits": 2, "critic_completion": "continuing", "policy_completion": "truncated",
-                  "policy_init": "split", "micro_batch": 0}, marks=pytest.mark.slow),
+    {"n_splits": 2, "critic_completion": "continuing", "policy_completion": "truncated", "policy_init": "split",
+     "micro_batch": 0},
 ])
 def test_replanning_iterations_update_every_split(change):
     """Two iterations with N > 1 on the goal-switching reacher: finite losses, the policy moves, and the buffer
