@@ -70,8 +70,8 @@ def test_parse_args_preset_then_overrides():
 
 @pytest.mark.parametrize("change, flag", [
     ({"env": "box_pushing_typo"}, "unknown task"),
-    ({"batch_size": 4096}, "--batch-size"),
-    ({"num_envs": 3000}, "--num-envs"),
+    ({"batch_size": 9000}, "--batch-size"),
+    ({"num_envs": 9000}, "--num-envs"),
     ({"policy_update_from": 600}, "--policy-update-from"),
     ({"critic_update_from": 30, "policy_update_from": 20}, "--policy-update-from"),
     ({"segment_length": 9}, "--segment-length"),
@@ -143,13 +143,13 @@ def test_paper_presets_run_without_nan(task, tmp_path):
 
 
 def test_reach_learns(tmp_path):
-    """A reduced reach run (80 iterations, about 2–3 minutes on 2 cores) clearly beats the initial policy: the
-    mean policy's return rises and its final distance to the goal shrinks. (The issue asks for the success rate
-    to rise by a large margin; at 80 iterations it does not yet — see docs/top_erl.md.)"""
+    """A reduced reach run (80 iterations of the preset, 2-4 minutes on 2 cores) clearly beats the initial policy:
+    the mean policy's return rises and its final distance to the goal shrinks. (The issue asks for the success
+    rate to rise by a large margin; at 80 iterations it does not yet — see docs/top_erl.md.)"""
     args = dataclasses.replace(te.Args(), iterations=80, eval_interval=40, num_eval_episodes=64,
                                checkpoint_interval=0, logdir=str(tmp_path))
     h = te.run(args, verbose=False)["history"]
     before, after = h[0], h[-1]
     assert after["iteration"] == 80
-    assert after["eval/return"][0] > before["eval/return"][0] + 2.5, (before, after)  # measured: -7.3 -> -3.6
-    assert after["eval/distance"][0] < 0.85 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.112 m
+    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.31 -> -2.52
+    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.095 m

@@ -71,7 +71,7 @@ class Args:
     """independent runs trained side by side in one program (vmap), each logged as its own TensorBoard run"""
     iterations: int = 500
     """training iterations (each: one rollout of `num_envs` episodes plus the updates)"""
-    num_envs: int = 16
+    num_envs: int = 64
     """episodes rolled out per iteration (upstream: num_env_train × episodes_per_train_env)"""
     random_init: bool = True
     """box pushing: random initial box pose (upstream BoxPushingRandomInit*); ignored by other tasks"""
@@ -97,7 +97,7 @@ class Args:
     """first iteration (1-based) with critic updates"""
     policy_update_from: int = 20
     """first iteration (1-based) with policy updates"""
-    buffer_size: int = 2000
+    buffer_size: int = 8000
     """replay buffer capacity in trajectories (FIFO)"""
     discount: float = 1.0
     """γ of the n-step targets"""
