@@ -84,6 +84,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_commit() -> str:
+    """HEAD, plus a note if variants/top_erl.py (the presets measured here) differs from it."""
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=False).stdout
+    dirty = git("status", "--porcelain", "--", "variants/top_erl.py").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + (" (variants/top_erl.py modified)" if dirty else "")
+
+
 def env_throughput(task_name: str, batch: int, repeats: int) -> dict:
     """Env steps/s of the variant's training rollout of `batch` episodes on `task_name`."""
     args = te.PRESETS[TASK_PRESET[task_name]]
@@ -124,7 +134,9 @@ def seed_scaling(num_seeds: int, iterations: int, repeats: int) -> dict:
     call()  # warm-up at the timed iteration
     r = time_calls(call, repeats)
     steps = num_seeds * iterations * args.num_envs * program.task.episode_length
-    return {"num_seeds": num_seeds, "iterations_per_call": iterations, "compile_s": compile_s,
+    return {"num_seeds": num_seeds, "iterations_per_call": iterations, "num_envs": args.num_envs,
+            "episode_length": program.task.episode_length, "batch_size": args.batch_size,
+            "epochs_critic": args.epochs_critic, "epochs_policy": args.epochs_policy, "compile_s": compile_s,
             "median_s": r["median_s"], "q25_s": r["q25_s"], "q75_s": r["q75_s"],
             "env_steps_per_s": steps / r["median_s"], "iterations_per_s_per_seed": iterations / r["median_s"]}
 
@@ -140,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     where = f"{dev.device_kind} ({dev.platform})" if dev.platform != "cpu" else f"{cpu_model()}, {os.cpu_count()} CPUs"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": where,
+           "commit": _git_commit(),
            "jax": jax.__version__, "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None
                                                                                            else argv),
            "load_average_start": load, "env": [], "iteration": [], "scaling": []}
@@ -179,7 +192,10 @@ def main(argv: list[str] | None = None) -> dict:
         print()
 
     if "scaling" not in cfg.skip:
-        print(f"## Seed scaling (reach preset, jitted chunk of {cfg.scaling_iterations} iterations with updates)\n")
+        reach = te.PRESETS["reach"]
+        print(f"## Seed scaling (reach preset: {reach.num_envs} episodes per iteration, batch {reach.batch_size}, "
+              f"{reach.epochs_critic} / {reach.epochs_policy} critic / policy steps; jitted chunk of "
+              f"{cfg.scaling_iterations} iterations with updates)\n")
         print("| seeds | aggregate env steps/s | × vs 1 seed | iterations/s per seed | median chunk (s) | compile (s) |")
         print("|---:|---:|---:|---:|---:|---:|", flush=True)
         base = None
