@@ -246,6 +246,29 @@ def test_reacher_action_map_replays_the_episode():
     np.testing.assert_allclose(rec2.rewards, rec.rewards, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_hopper_action_map_replays_the_episode():
+    """As for the reacher, on hopper jump (contacts; the action is fancy_gym's clipped env action)."""
+    task = envs.make("hopper-jump-sparse", episode_length=40)
+
+    @jax.jit
+    def run(key):
+        start = task.reset(key)
+        k = jnp.arange(40, dtype=jnp.float32)[:, None]
+        desired = jnp.concatenate([start.desired_pos + 0.6 * jnp.sin(0.2 * k + jnp.array([0.0, 1.0, 2.0])),
+                                   jnp.zeros((40, 3))], axis=-1)
+        rec = offline_actions.record_desired(task, start, desired)
+        rep = offline_actions.record_actions(task, start, rec.actions)
+        rec2 = offline_actions.record_desired(task, offline_actions.start_from_obs(task, rec.obs[0]), desired)
+        return rec, rep, rec2
+
+    rec, rep, rec2 = run(jax.random.PRNGKey(3))
+    assert float(jnp.max(jnp.abs(rec.actions))) <= 1.0 and float(jnp.max(jnp.abs(rec.actions))) > 0.3
+    np.testing.assert_allclose(rep.obs, rec.obs, atol=1e-3)
+    np.testing.assert_allclose(rep.rewards, rec.rewards, atol=1e-4)
+    np.testing.assert_allclose(rec2.obs, rec.obs, atol=1e-4)
+
+
 def test_unsupported_task_is_named():
     class Fake:
         name = "box-pushing-dense"

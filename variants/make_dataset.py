@@ -211,6 +211,9 @@ def main(args: Args) -> dict:
     datasets = {r: offline.TrajectoryDataset(**c, source=r) for r, c in columns.items()}
     ref_min = float(datasets["random"].episode_returns().mean())
     ref_max = float(datasets["expert"].episode_returns().mean())
+    if ref_max <= ref_min:
+        print(f"WARNING: the expert's mean return {ref_max:.3f} is not above the random one {ref_min:.3f}: the behaviour "
+              "agent is not trained enough, and normalised scores on these files are meaningless")
     best = max(float(d.episode_returns().max()) for d in datasets.values())
     scale = 10.0 ** math.floor(math.log10(max(abs(best), abs(ref_min), 1e-3)))  # upstream: hopper 3600 -> 1000
     targets = [round(best, 3), round(0.5 * (ref_min + ref_max), 3)]
