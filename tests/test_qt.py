@@ -176,7 +176,7 @@ def test_eta0_is_plain_dt(tiny):
 
 
 def test_tiny_end_to_end_run(tiny, prog):
-    """Two iterations with evaluation, logs, checkpoint and summary; the BC loss falls on this data."""
+    """Three iterations with evaluation, logs, checkpoint and summary; parameters finite, the critic trained."""
     args = dataclasses.replace(tiny, iterations=3, steps_per_iter=20, run_name="e2e")
     summary = qt.run(args, verbose=False)
     run_dir = pathlib.Path(args.logdir) / "e2e"
