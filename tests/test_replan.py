@@ -283,7 +283,7 @@ def test_presets_follow_top_erl_and_upstream():
     ({"split_strategy": "fixed", "split_sizes": (20, 20)}, "--split-sizes"),
     ({"split_sizes": (25, 25)}, "--split-sizes"),
     ({"n_splits": 60}, "--n-splits"),
-    ({"batch_size": 4096}, "--batch-size"),
+    ({"batch_size": 9000}, "--batch-size"),
 ])
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
