@@ -83,6 +83,13 @@ def test_bad_flags_fail_before_compiling(change, flag):
         te.make_train(dataclasses.replace(te.Args(), **change))
 
 
+def test_nonfinite_seeds_are_reported_once():
+    ev = {"eval/return": np.array([1.0, np.nan, 2.0]), "eval/distance": np.array([0.1, 0.2, np.inf])}
+    assert te.nonfinite_seeds(ev) == [1, 2]
+    assert te.nonfinite_seeds(ev, {1}) == [2]
+    assert te.nonfinite_seeds({"eval/return": np.array([1.0, 2.0])}) == []
+
+
 def test_run_writes_logs_summary_and_checkpoint(uninterrupted):
     run_dir = pathlib.Path(uninterrupted["run_dir"])
     assert (run_dir / "summary.json").is_file() and (run_dir / "args.json").is_file()

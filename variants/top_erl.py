@@ -537,7 +537,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
         logger.scalars(ev, 0)
         history.append({"iteration": 0, "env_steps": 0, **{n: v.tolist() for n, v in ev.items()}})
         say(progress.line(0, _headline(ev)))
-    t_start, chunks_run = time.perf_counter(), 0
+    t_start, chunks_run, warned = time.perf_counter(), 0, set()
     while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
         first_it = chunk * args.eval_interval + 1
         if chunks_run == 0:
@@ -558,6 +558,11 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
         if chunks_run == 1:
             progress.start(it)
         say(progress.line(it, _headline(ev, train)))
+        for s in nonfinite_seeds(ev, warned):
+            warned.add(s)
+            print(f"WARNING: seed {args.seed + s} has non-finite evaluation metrics at iteration {it} (diverged: its "
+                  "policy parameters are NaN/inf); the other seeds go on. Last finite evaluation: see summary.json",
+                  file=sys.stderr)
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             _save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
@@ -574,6 +579,12 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
             _render_final(args, task, learner, state, run_dir, say)
     summary["state"] = state
     return summary
+
+
+def nonfinite_seeds(ev: dict[str, np.ndarray], already: set[int] = frozenset()) -> list[int]:
+    """Seed indices whose evaluation metrics (`{name: [num_seeds]}`) contain NaN/inf, minus `already`."""
+    bad = ~np.all([np.isfinite(np.asarray(v, np.float64)) for v in ev.values()], axis=0)
+    return [int(i) for i in np.flatnonzero(bad) if int(i) not in already]
 
 
 def _headline(ev: dict, train: dict | None = None) -> dict[str, float]:
