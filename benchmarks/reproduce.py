@@ -37,7 +37,6 @@ import datetime
 import importlib.util
 import json
 import pathlib
-import platform
 import shlex
 import struct
 import subprocess
@@ -47,6 +46,9 @@ from typing import Literal
 
 import numpy as np
 import tyro
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from timing import cpu_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -274,18 +276,11 @@ def _git_commit() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import os
 
     import jax
 
+    cpu = cpu_model()
     desc = f"{cpu}, {os.cpu_count()} CPUs"
     dev = jax.devices()[0]
     if dev.platform != "cpu":

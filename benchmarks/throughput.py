@@ -25,7 +25,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 from typing import Literal
@@ -37,7 +36,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import top_erl_iteration  # loads variants/top_erl.py as `top_erl_iteration.te`
-from timing import time_calls, time_jitted
+from timing import cpu_model, time_calls, time_jitted
 
 te = top_erl_iteration.te
 TASK_PRESET = {"reacher": "reach", "box-pushing-dense": "box-dense", "hopper-jump-sparse": "hopper-jump"}
@@ -72,16 +71,6 @@ class Args:
     """raw results ('' = do not write)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables), as in the variant"""
-
-
-def cpu_model() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str:

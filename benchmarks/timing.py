@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import platform
 import time
 
 import jax
@@ -29,3 +31,14 @@ def time_jitted(fn, args_fn, repeats: int) -> dict:
     calls = iter(range(2, 2 + repeats))
     result = time_calls(lambda: jax.block_until_ready(compiled(*args_fn(next(calls)))), repeats)
     return {"compile_s": compile_s, **result}
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
