@@ -39,7 +39,6 @@ import json
 import pathlib
 import shlex
 import struct
-import subprocess
 import sys
 import warnings
 from typing import Literal
@@ -49,6 +48,8 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from timing import cpu_model
+
+from toperl_jax.logger import git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -262,19 +263,6 @@ def _comparable(args_obj) -> dict:
     return d
 
 
-def _git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "variants", "toperl_jax"], cwd=ROOT,
-                               capture_output=True, text=True, check=False).stdout.split("\n")
-        paths = [line[3:] for line in dirty if line.strip()]
-        more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
-        return head + (f" (uncommitted: {', '.join(paths[:4])}{more})" if paths else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def machine() -> str:
     import os
 
@@ -323,7 +311,7 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: {'resuming' if resume else 'training'} in "
                   f"{run_dir}: {variant}.py {shlex.join(argv)}", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
-            info = {"argv": argv, "commit": _git_commit(), "started": _now(), "machine": machine()}
+            info = {"argv": argv, "commit": git_commit(), "started": _now(), "machine": machine()}
             (run_dir / "reproduce.json").write_text(json.dumps(info, indent=1))
             mod.run(vargs, verbose=not cfg.quiet)
             records.append({"variant": variant, "run_dir": str(run_dir), "status": "resumed" if resume else "trained"})
@@ -583,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = pathlib.Path(cfg.out) / f"bench_{cfg.suite}"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python benchmarks/reproduce.py " + shlex.join(argv), "date": _now(), "machine": machine(),
-            "commit": _git_commit(), "runs": {}, "records": records}
+            "commit": git_commit(), "runs": {}, "records": records}
     for r in runs:
         p = pathlib.Path(r) / "reproduce.json"
         meta["runs"][r] = json.loads(p.read_text()) if p.exists() else {}

@@ -38,6 +38,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import top_erl_iteration  # loads variants/top_erl.py as `top_erl_iteration.te`
 from timing import cpu_model, time_calls, time_jitted
 
+from toperl_jax.logger import git_commit
+
 te = top_erl_iteration.te
 TASK_PRESET = {"reacher": "reach", "box-pushing-dense": "box-dense", "hopper-jump-sparse": "hopper-jump"}
 
@@ -71,16 +73,6 @@ class Args:
     """raw results ('' = do not write)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables), as in the variant"""
-
-
-def _git_commit() -> str:
-    """HEAD, plus a note if variants/top_erl.py (the presets measured here) differs from it."""
-    import subprocess
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=False).stdout
-    dirty = git("status", "--porcelain", "--", "variants/top_erl.py").strip()
-    return git("rev-parse", "--short", "HEAD").strip() + (" (variants/top_erl.py modified)" if dirty else "")
 
 
 def env_throughput(task_name: str, batch: int, repeats: int) -> dict:
@@ -141,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     where = f"{dev.device_kind} ({dev.platform})" if dev.platform != "cpu" else f"{cpu_model()}, {os.cpu_count()} CPUs"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": where,
-           "commit": _git_commit(),
+           "commit": git_commit(("variants/top_erl.py",)),
            "jax": jax.__version__, "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None
                                                                                            else argv),
            "load_average_start": load, "env": [], "iteration": [], "scaling": []}

@@ -87,11 +87,16 @@ def test_tracks_smooth_prodmp_trajectory():
         k1, k2 = jax.random.split(key)
         s = TASK.reset(k1)
         w = 0.3 * jax.random.normal(k2, (cfg.num_params,))
+        # the elbow's weights (its basis and goal, dof-major layout) shifted so that it bends away from its
+        # -0.2 rad limit (checked below: the commands stay inside the joint range)
+        w = w.at[cfg.params_per_dof:2 * cfg.params_per_dof].add(0.5)
         pos, vel = prodmp_trajectory(cfg, w, TASK.action_times(), 0.0, s.desired_pos, s.desired_vel)
         _, tr = TASK.rollout(s, jnp.concatenate([pos, vel], -1))
-        return tr.obs[1:, :2] - pos[:-1], jnp.ptp(pos, axis=0)   # obs[k+1] is reached after command k
+        return tr.obs[1:, :2] - pos[:-1], jnp.ptp(pos, axis=0), pos[:, 1]   # obs[k+1] is reached after command k
 
-    err, span = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(2), 16))
+    err, span, elbow = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(2), 16))
+    lo, hi = TASK.mj_model.jnt_range[1]
+    assert float(elbow.min()) > lo + 0.05 and float(elbow.max()) < hi - 0.05  # free motion, no limit contact
     rmse = float(jnp.sqrt(jnp.mean(err ** 2)))
     assert float(span.mean()) > 0.3          # the trajectories do move
     assert rmse < 0.05 and float(jnp.abs(err).max()) < 0.2, rmse

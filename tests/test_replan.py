@@ -307,10 +307,12 @@ def test_one_split_reproduces_top_erl():
     assert set(m_te) == set(m_tr) and set(e_te) == set(e_tr)
     for n in m_te:
         np.testing.assert_array_equal(m_tr[n], m_te[n], err_msg=n)
+    # The evaluation rollouts agree to float32 rounding (measured: ctrl_cost 2e-7 relative, the rest equal): the
+    # reacher's elbow limit runs MJX's constraint solver, which XLA fuses differently in the two programs.
     for n in e_te:
-        np.testing.assert_array_equal(e_tr[n], e_te[n], err_msg=n)
-    # Every metric above is bit-identical; a few of the ~10⁴ parameter and optimiser-state entries differ in
-    # the last bits (measured: 3 entries, 1.2e-10 absolute), from XLA's different fusion of the two programs.
+        np.testing.assert_allclose(e_tr[n], e_te[n], rtol=1e-6, atol=0, err_msg=n)
+    # The training metrics above are bit-identical; a few of the ~10⁴ parameter and optimiser-state entries differ
+    # in the last bits (measured: 3 entries, 1.2e-10 absolute), from XLA's different fusion of the two programs.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
                  (s_tr.policy, s_tr.critic), (s_te.policy, s_te.critic))
     np.testing.assert_array_equal(s_tr.buffer.data.episode.states, s_te.buffer.data.states)

@@ -150,13 +150,35 @@ def test_paper_presets_run_without_nan(task, tmp_path):
 
 
 def test_reach_learns(tmp_path):
-    """A reduced reach run (80 iterations of the preset, 2-4 minutes on 2 cores) clearly beats the initial policy:
-    the mean policy's return rises and its final distance to the goal shrinks. (The issue asks for the success
-    rate to rise by a large margin; at 80 iterations it does not yet — see docs/top_erl.md.)"""
-    args = dataclasses.replace(te.Args(), iterations=80, eval_interval=40, num_eval_episodes=64,
+    """A reduced reach run (80 iterations of the preset with 10 instead of 20 critic steps, 2-3 minutes on 2 cores)
+    clearly beats the initial policy: the mean policy's return rises and its final distance to the goal shrinks.
+    (The issue asks for the success rate to rise by a large margin; at 80 iterations it does not yet — the full
+    preset gets there from iteration ~240, see docs/top_erl.md.)"""
+    args = dataclasses.replace(te.Args(), iterations=80, epochs_critic=10, eval_interval=40, num_eval_episodes=64,
                                checkpoint_interval=0, logdir=str(tmp_path))
     h = te.run(args, verbose=False)["history"]
     before, after = h[0], h[-1]
     assert after["iteration"] == 80
-    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.31 -> -2.52
-    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.095 m
+    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.35 -> -2.04
+    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.099 m
+
+
+def test_anneal_lr_policy_decays_to_zero():
+    """`--anneal-lr-policy`: Adam's step on a constant gradient (size ≈ lr) shrinks linearly to 0 over the run's
+    policy steps ((iterations − policy_update_from + 1) × epochs_policy = 3 for TINY)."""
+    import jax.numpy as jnp
+
+    from toperl_jax import envs
+
+    args = dataclasses.replace(TINY, anneal_lr_policy=True)
+    opt = te.make_learner(args, envs.make("reacher")).policy_optimizer
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    steps = []
+    for _ in range(4):
+        upd, state = opt.update({"w": jnp.ones(3)}, state, params)
+        steps.append(float(jnp.abs(upd["w"]).max()))
+    np.testing.assert_allclose(steps, args.lr_policy * np.array([1, 2 / 3, 1 / 3, 0]), rtol=1e-3, atol=1e-9)
+    fixed = te.make_learner(TINY, envs.make("reacher")).policy_optimizer
+    upd, _ = fixed.update({"w": jnp.ones(3)}, fixed.init(params), params)
+    np.testing.assert_allclose(float(jnp.abs(upd["w"]).max()), TINY.lr_policy, rtol=1e-3)

@@ -12,10 +12,28 @@ from __future__ import annotations
 
 import math
 import pathlib
+import subprocess
 import time
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+
+def git_commit(paths: tuple[str, ...] = ("toperl_jax", "variants")) -> str:
+    """Short HEAD of the checkout this package runs from, plus the uncommitted files under `paths` (so that a
+    result can be traced to its code), or "unknown" outside a git checkout."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        dirty = [line[3:] for line in git("status", "--porcelain", "--", *paths).splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    more = f" and {len(dirty) - 4} more" if len(dirty) > 4 else ""
+    return head + (f" (uncommitted: {', '.join(dirty[:4])}{more})" if dirty else "")
 
 
 class RunLogger:

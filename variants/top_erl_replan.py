@@ -34,22 +34,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
-import math
 import pathlib
 import sys
-import time
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import tyro
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
 from toperl_jax import envs, replan, updates
-from toperl_jax.logger import Progress, RunLogger
 
 
 def _load_top_erl():
@@ -244,91 +239,11 @@ def make_train(args: Args) -> te.Program:
 
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
-    """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json);
-    `max_chunks` stops after that many chunks in this call (a checkpoint is written) — as `top_erl.run`."""
-    say = print if verbose else (lambda *a, **k: None)
-    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
-    program = make_train(args)
-    task = program.task
-    run_dir = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    args_json = dataclasses.asdict(args)
-    for name in ("resume", "compile_cache", "video"):
-        args_json.pop(name)
-    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
-    opts = task.compiler_options()
-    state = jax.jit(jax.vmap(program.init), compiler_options=opts)(keys)
-    mgr = te._checkpoint_manager(run_dir) if args.checkpoint_interval or args.resume else None
-    chunk, history, wall_before = 0, [], 0.0
-    if args.resume:
-        if mgr.latest_step() is None:
-            raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        saved = json.loads((run_dir / "args.json").read_text())
-        diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(args_json)).items() if saved.get(n) != v}
-        if diff:
-            raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
-                             + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
-        state, meta = te._restore(mgr, state)
-        chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
-        say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
-    else:
-        (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
-
-    chunk_fn = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
-    eval_fn = jax.jit(jax.vmap(program.evaluate), compiler_options=opts)
-    logger = RunLogger(run_dir, args.num_seeds)
-    steps_per_it = args.num_envs * task.episode_length
-    progress = Progress(args.iterations, steps_per_it)
-    num_chunks = math.ceil(args.iterations / args.eval_interval)
-    say(f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits) on {task.name} (preset "
-        f"{args.task}): {args.iterations} iterations × {args.num_envs} episodes × T={task.episode_length}, "
-        f"{args.num_seeds} seed(s), logs in {run_dir}")
-
-    def do_eval(it):
-        m = te._to_host(eval_fn(state.policy.params, jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys)))
-        return {f"eval/{n}": v for n, v in m.items()}
-
-    if chunk == 0:
-        ev = do_eval(0)
-        logger.scalars(ev, 0)
-        history.append({"iteration": 0, "env_steps": 0, **{n: v.tolist() for n, v in ev.items()}})
-        say(progress.line(0, te._headline(ev)))
-    t_start, chunks_run = time.perf_counter(), 0
-    while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
-        first_it = chunk * args.eval_interval + 1
-        state, metrics = chunk_fn(state, jnp.int32(first_it))
-        chunk, chunks_run = chunk + 1, chunks_run + 1
-        it = min(chunk * args.eval_interval, args.iterations)
-        with np.errstate(all="ignore"):  # all-NaN means: that update has not started yet
-            train = {n: np.nanmean(np.asarray(v, np.float64), axis=1) for n, v in metrics.items()}
-        ev = do_eval(it)
-        wall = wall_before + time.perf_counter() - t_start
-        env_steps = it * steps_per_it
-        logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
-                        "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
-        history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,
-                        **{n: v.tolist() for n, v in ev.items()}})
-        if chunks_run == 1:
-            progress.start(it)
-        say(progress.line(it, te._headline(ev, train)))
-        if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
-                                                             or chunk == num_chunks or chunks_run == max_chunks):
-            te._save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
-    logger.close()
-    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
-               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
-               "seeds": [args.seed + i for i in range(args.num_seeds)],
-               "per_seed": te._per_seed_summary(history, args.num_seeds), "history": history}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if chunk == num_chunks:
-        say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
-            f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
-        if args.video:
-            _render_final(args, program, state, run_dir, say)
-    summary["state"] = state
-    return summary
+    """Train (or continue with `args.resume`) with `variants/top_erl.py`'s host loop and this variant's program;
+    returns the summary dict (also written to run_dir/summary.json) — see `top_erl.run`."""
+    return te.run(args, max_chunks, verbose, program=make_train(args),
+                  title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
+                  render_final=_render_final)
 
 
 def _render_final(args: Args, program: te.Program, state, run_dir: pathlib.Path, say) -> None:

@@ -1,12 +1,20 @@
 """Reacher: a planar two-link arm (MJX) that must bring its fingertip to a random goal.
 
-Small, contact-free and constraint-free, so that an agent learns it on a 2-core CPU in minutes;
-it uses the same PD-tracking interface as the fancy_gym tasks (desired joint pos/vel per step).
+Small and contact-free, so that an agent learns it on a 2-core CPU in minutes; it uses the same
+PD-tracking interface as the fancy_gym tasks (desired joint pos/vel per step).
 
 Physics (`reacher.xml`): two hinge joints in the vertical x-z plane (axes along y, gravity -z on,
 so the controller's qfrc_bias term matters), links 0.10 m and 0.11 m of 0.5 kg each, armature
-0.005, no joint limits, no contacts. Physics timestep 0.01 s (Euler), frame_skip 2, so the control
-step is dt = 0.02 s; T = 50 control steps (1 s episodes).
+0.005, no contacts. The shoulder is free; the elbow bends one way only, range [-0.2, 2.9] rad (a
+joint limit, the model's only constraint). Physics timestep 0.01 s (Euler), frame_skip 2, so the
+control step is dt = 0.02 s; T = 50 control steps (1 s episodes).
+
+Why the elbow limit: without it every goal has two inverse-kinematics solutions (elbow bent either
+way), mirror images whose average is the straight arm. A TOP-ERL agent trained on the unlimited arm
+bent the elbow one way for goals below the shoulder and the other way above it, by about the same
+angle whatever the goal's distance, and reached none of the goals within 13 cm of the shoulder, where
+the two solutions are far apart (docs/top_erl.md). With the limit the solution is unique (elbow
+angle in [0.62, 2.67] rad for the goal radii below).
 
 Reset: q ~ U(-0.1, 0.1)^2 rad, qd ~ U(-0.1, 0.1)^2 rad/s; goal g = r (cos a, sin a) in the x-z
 plane with r ~ U(0.05, 0.20) m, a ~ U(-pi/2, pi/2) (the half plane in front of the shoulder, x >= 0,
