@@ -41,6 +41,8 @@ class Config:
 
 
 def _saved_args(run_dir: pathlib.Path) -> te.Args:
+    if not (run_dir / "args.json").is_file():
+        raise SystemExit(f"{run_dir}: no args.json — not a run directory of variants/top_erl.py")
     saved = json.loads((run_dir / "args.json").read_text())
     return te.Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
