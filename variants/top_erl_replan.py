@@ -3,6 +3,7 @@
     python variants/top_erl_replan.py                              # `reach-switch`: the goal moves mid-episode
     python variants/top_erl_replan.py --n-splits 1                 # = variants/top_erl.py (tested), the baseline
     python variants/top_erl_replan.py --task box-dense             # upstream "final": fixed splits [50, 20, 30]
+    python variants/top_erl_replan.py --task box-dense-switch      # the same on the goal-switching box pushing
     python variants/top_erl_replan.py --task hopper-jump           # upstream "final": 2 equal splits
     python variants/top_erl_replan.py --split-strategy random --n-splits 3 --policy-completion continuing
 
@@ -69,7 +70,7 @@ class Args(te.Args):
     """TOP-ERL with replanning: every TOP-ERL flag, plus the split schedule and the completion strategies.
     The defaults are the `reach-switch` preset; `--task` selects another preset, other flags override it."""
 
-    task: Literal["reach-switch", "reach", "box-dense", "hopper-jump"] = "reach-switch"
+    task: Literal["reach-switch", "reach", "box-dense", "box-dense-switch", "hopper-jump"] = "reach-switch"
     """preset: task plus hyperparameters (flags given alongside override the preset)"""
     env: str = "reacher-switch"
     """environment (`toperl_jax.envs.task_names()`); set by the preset"""
@@ -105,17 +106,24 @@ def _from_top_erl(name: str, **changes) -> Args:
     return Args(**{**{f.name: getattr(base, f.name) for f in dataclasses.fields(te.Args)}, **changes})
 
 
+# Upstream Replanning_TOP_ERL box_push_random_init shared_dense.yaml + the 2025-11-20 "fully optimized" runs
+# (*_3_50_20_30_*): fixed splits [50, 20, 30], q = v = overconfident, buffer-based init, 30 policy epochs
+# (TOP-ERL: 15).
+_BOX_DENSE_REPLAN = {"n_splits": 3, "split_strategy": "fixed", "split_sizes": (50, 20, 30), "epochs_policy": 30,
+                     "critic_completion": "overconfident", "policy_completion": "overconfident",
+                     "policy_init": "segment"}
+
 PRESETS: dict[str, Args] = {
     # The goal-switching reacher (goal jumps at step 10…20 of 50); TOP-ERL's reach hyperparameters, 2 splits.
     "reach-switch": _from_top_erl("reach", task="reach-switch", env="reacher-switch", n_splits=2),
     # The plain reacher with the same replanning settings.
     "reach": _from_top_erl("reach", task="reach", env="reacher", n_splits=2),
-    # Upstream Replanning_TOP_ERL box_push_random_init shared_dense.yaml + the 2025-11-20 "fully optimized"
-    # runs (*_3_50_20_30_*): fixed splits [50, 20, 30], q = v = overconfident, buffer-based init, 30 policy
-    # epochs (TOP-ERL: 15).
-    "box-dense": _from_top_erl("box-dense", n_splits=3, split_strategy="fixed", split_sizes=(50, 20, 30),
-                               epochs_policy=30, critic_completion="overconfident",
-                               policy_completion="overconfident", policy_init="segment"),
+    # Upstream's box-dense replanning config (_BOX_DENSE_REPLAN above).
+    "box-dense": _from_top_erl("box-dense", **_BOX_DENSE_REPLAN),
+    # The same on the goal-switching box pushing (goal pose jumps at step 20…50 of 100, so the plan at σ_1 = 50
+    # always sees the second goal); not an upstream config.
+    "box-dense-switch": _from_top_erl("box-dense", task="box-dense-switch", env="box-pushing-dense-switch",
+                                      **_BOX_DENSE_REPLAN),
     # Upstream shared_hopper "final": 2 equal splits, q = v = overconfident, buffer-based init.
     "hopper-jump": _from_top_erl("hopper-jump", n_splits=2, split_strategy="equal",
                                  critic_completion="overconfident", policy_completion="overconfident",

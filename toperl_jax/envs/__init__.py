@@ -23,6 +23,9 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     "hopper-jump-dense": ("toperl_jax.envs.hopper_jump:HopperJump", {"sparse": False}),
     # goal-switching tasks for replanning (goal_switch.py)
     "reacher-switch": ("toperl_jax.envs.goal_switch:ReacherSwitch", {}),
+    "box-pushing-dense-switch": ("toperl_jax.envs.goal_switch:BoxPushingSwitch", {"reward_type": "dense"}),
+    "box-pushing-sparse-switch": ("toperl_jax.envs.goal_switch:BoxPushingSwitch",
+                                  {"reward_type": "temporal_sparse"}),
     # Meta-World MT10 (docs/metaworld.md; assets from the `metaworld` package)
     "metaworld-reach": ("toperl_jax.envs.metaworld.tasks:Reach", {}),
     "metaworld-push": ("toperl_jax.envs.metaworld.tasks:Push", {}),

@@ -16,6 +16,21 @@ equal splits N = 2: σ_1 = 25).
 
 The switch step and both goals live in `EnvState.info` ("goal" = the current goal, "goal_a", "goal_b",
 "switch_step"); everything is drawn from the reset key, so the same key gives the same episode.
+
+`BoxPushingSwitch` (`box-pushing-dense-switch`, `box-pushing-sparse-switch`) is box pushing (`box_pushing.py`,
+every formula unchanged) whose goal pose (position and quaternion) jumps from g_A to g_B at step k_s:
+
+- reset is box pushing's reset from the key (box start and g_A); from a key folded off the reset key it draws
+  g_B with the task's own goal sampler (`sample_goal`: uniform pose, xy redrawn until >= 0.3 m from the box
+  *start*, as g_A) and k_s ~ U{switch_range[0] … switch_range[1]}; default T // 5 … T // 2 = 20 … 50 of
+  T = 100, i.e. between 0.4 s and 1 s (why: `BoxPushingSwitch.switch_range`);
+- the goal in force after step k is g_B if k >= k_s, else g_A: the observation (obs[21:28] = goal position,
+  quaternion), the reward (dense terms every step; the sparse terminal terms at t = T) and the metrics after
+  the step use it; the mocap goal marker follows it (videos show the switch);
+- success (`is_success` at t = T) and the final distances are judged against g_B, since k_s <= T.
+
+Its info holds "goal_pos"/"goal_quat" (the current goal, as box pushing), "goal_a_pos", "goal_a_quat",
+"goal_b_pos", "goal_b_quat" and "switch_step".
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from toperl_jax.envs.base import EnvState
+from toperl_jax.envs.box_pushing import BoxPushing
 from toperl_jax.envs.reacher import Reacher
 
 
@@ -64,3 +80,53 @@ class ReacherSwitch(Reacher):
         goal = jnp.where(state.time_step + 1 >= info["switch_step"], info["goal_b"], info["goal_a"])
         new = super().step(state.replace(info={**info, "goal": goal}), desired_pos, desired_vel)
         return new
+
+
+class BoxPushingSwitch(BoxPushing):
+    """Box pushing whose goal pose switches once, at a random step (see the module docstring).
+
+    Args: those of `BoxPushing`, plus switch_range: inclusive range (lo, hi) of k_s, 1 <= lo <= hi <= T
+    (default: (max(1, T // 5), max(lo, T // 2)), i.e. 20 … 50 for T = 100).
+    """
+
+    switch_range: tuple[int, int]
+    """Inclusive range of the control step k_s from which the second goal is in force. The default 20 … 50 of
+    T = 100 (20 % … 50 % of the episode): from step 20 (0.4 s) on, a plan made at reset has already committed
+    the rod to g_A, so the switch is a real change mid-motion and not just a second goal known at reset; up to
+    step 50 (1 s) there is at least half the episode left to bring the rod round the box and push it towards
+    g_B (TOP-ERL's box-dense policies spend most of the 2 s on a >= 0.3 m push, so a later switch would mostly
+    measure unreachable goals). k_s <= 50 also means that the box-dense replanning preset's second plan, at
+    σ_1 = 50 of its fixed splits [50, 20, 30], always sees g_B — as σ_1 = 25 > 20 does for `reacher-switch`."""
+
+    def __init__(self, reward_type: str = "dense", random_init: bool = True, episode_length: int | None = None,
+                 switch_range: tuple[int, int] | None = None):
+        super().__init__(reward_type, random_init, episode_length)
+        self.name = self.name + "-switch"
+        T = self.episode_length
+        if switch_range is None:
+            lo = max(1, T // 5)
+            switch_range = (lo, max(lo, T // 2))
+        self.switch_range = tuple(int(s) for s in switch_range)
+        if len(self.switch_range) != 2 or not 1 <= self.switch_range[0] <= self.switch_range[1] <= T:
+            raise ValueError(f"switch_range must be (lo, hi) with 1 <= lo <= hi <= T={T}, got {switch_range}")
+
+    def reset(self, key: jax.Array) -> EnvState:
+        """Box pushing's reset from `key` (g_A is its goal), plus g_B and k_s from a key folded off `key`."""
+        state = super().reset(key)
+        k_b, k_s = jax.random.split(jax.random.fold_in(key, 0xB0C5))
+        box_start = state.mjx_data.qpos[self._box_qpos:self._box_qpos + 3]
+        goal_b_pos, goal_b_quat = self.sample_goal(k_b, box_start)
+        switch = jax.random.randint(k_s, (), self.switch_range[0], self.switch_range[1] + 1, dtype=jnp.int32)
+        info = state.info
+        return state.replace(info={**info, "goal_a_pos": info["goal_pos"], "goal_a_quat": info["goal_quat"],
+                                   "goal_b_pos": goal_b_pos, "goal_b_quat": goal_b_quat, "switch_step": switch})
+
+    def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
+        """One box-pushing step; the goal (info, observation, reward, metrics, marker) is g_B from step k_s on."""
+        info = state.info
+        after = state.time_step + 1 >= info["switch_step"]
+        goal_pos = jnp.where(after, info["goal_b_pos"], info["goal_a_pos"])
+        goal_quat = jnp.where(after, info["goal_b_quat"], info["goal_a_quat"])
+        data = state.mjx_data.replace(mocap_pos=goal_pos[None], mocap_quat=goal_quat[None])
+        return super().step(state.replace(mjx_data=data, info={**info, "goal_pos": goal_pos, "goal_quat": goal_quat}),
+                            desired_pos, desired_vel)
