@@ -5,6 +5,7 @@ import dataclasses
 import importlib.util
 import json
 import pathlib
+import shutil
 import sys
 
 import jax
@@ -175,15 +176,21 @@ def test_eta0_is_plain_dt(tiny):
     assert qt.parse_args(["--preset", "tiny", "--eta", "0"]).eta == 0.0
 
 
-def test_tiny_end_to_end_run(tiny, prog):
-    """Three iterations with evaluation, logs, checkpoint and summary; parameters finite, the critic trained."""
+@pytest.fixture(scope="module")
+def uninterrupted(tiny):
+    """Three iterations (an evaluation and a checkpoint after each), in one call."""
     args = dataclasses.replace(tiny, iterations=3, steps_per_iter=20, run_name="e2e")
-    summary = qt.run(args, verbose=False)
+    return qt.run(args, verbose=False)
+
+
+def test_tiny_end_to_end_run(tiny, prog, uninterrupted):
+    """Three iterations with evaluation, logs, checkpoint and summary; parameters finite, the critic trained."""
+    summary, args = uninterrupted, dataclasses.replace(tiny, run_name="e2e")
     run_dir = pathlib.Path(args.logdir) / "e2e"
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["score_key"] == "eval/normalized_score"
     final = saved["per_seed"][0]["final"]
-    assert final["iteration"] == 3 and np.isfinite(final["eval/return"])
+    assert final["iteration"] == 3 and saved["iterations_done"] == 3 and np.isfinite(final["eval/return"])
     np.testing.assert_allclose(final["eval/normalized_score"], 100 * (final["eval/return"] + 8.0) / 18.0, rtol=1e-6)
     assert any(k.startswith("best_over_training") for k in saved["per_seed"][0])
     assert (run_dir / "checkpoints").is_dir() and list((run_dir / "seed_0").glob("events.*"))
@@ -194,3 +201,64 @@ def test_tiny_end_to_end_run(tiny, prog):
     init = jax.jit(prog.init)(jax.random.PRNGKey(args.seed))  # the run's initial state (same seed and shapes)
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a[0] - b))), st.critic, init.critic)
     assert max(jax.tree.leaves(moved)) > 1e-4
+
+
+def _tensorboard_scalars(seed_dir: pathlib.Path, prefix: str = "eval/") -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} from the event files in `seed_dir` (TFRecord frames of tensorboardX Event protos)."""
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for f in sorted(seed_dir.glob("events.out.tfevents.*")):
+        data, pos = f.read_bytes(), 0
+        while pos + 12 <= len(data):
+            n = int.from_bytes(data[pos:pos + 8], "little")
+            ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4
+            for v in ev.summary.value:
+                if v.tag.startswith(prefix):
+                    assert int(ev.step) not in out.get(v.tag, {}), (v.tag, ev.step)  # no step logged twice
+                    out.setdefault(v.tag, {})[int(ev.step)] = v.simple_value
+    return out
+
+
+def test_resume_continues_exactly(tiny, uninterrupted, tmp_path):
+    """Two iterations, then `--resume` in a new call for the third: the same evaluations, best, TensorBoard curve
+    and final state (parameters, optimiser states, EMA actor, target critics, key, step) as the uninterrupted run,
+    bit for bit. Flags or a dataset that differ from the saved run's are refused before compiling."""
+    data = tmp_path / "copy.hdf5"
+    shutil.copy(tiny.dataset, data)  # same contents under another path: replaced below
+    args = dataclasses.replace(tiny, iterations=3, steps_per_iter=20, logdir=str(tmp_path), run_name="split",
+                               dataset=str(data))
+    first = qt.run(args, max_chunks=2, verbose=False)
+    assert first["iterations_done"] == 2 and int(first["state"].step[0]) == 40
+    with pytest.raises(ValueError, match="--resume: flags differ .*--lr: 0.0003 vs 0.5"):
+        qt.run(dataclasses.replace(args, resume=True, lr=0.5), verbose=False)
+    with pytest.raises(ValueError, match="--iterations: 3 vs 4"):
+        qt.run(dataclasses.replace(args, resume=True, iterations=4), verbose=False)
+    resumed = qt.run(dataclasses.replace(args, resume=True, compile_cache="~/elsewhere"), verbose=False)
+    assert resumed["iterations_done"] == 3
+    evals = lambda s: [{n: v for n, v in h.items() if n.startswith("eval/") or n == "iteration"} for h in s["history"]]
+    assert evals(resumed) == evals(uninterrupted) and len(evals(resumed)) == 3
+    final = lambda s: (s["final_mean"], s["final_std"], [  # final and best per seed, without wall times
+        {k: {n: x for n, x in v.items() if n != "wall_time"} if isinstance(v, dict) else v for k, v in p.items()}
+        for p in s["per_seed"]])
+    assert final(resumed) == final(uninterrupted)
+    jax.tree.map(np.testing.assert_array_equal, resumed["state"], uninterrupted["state"])
+    tb = _tensorboard_scalars(tmp_path / "split" / "seed_0")
+    assert tb == _tensorboard_scalars(pathlib.Path(tiny.logdir) / "e2e" / "seed_0")
+    assert sorted(tb["eval/return"]) == [20, 40, 60]
+    # a different dataset at the saved path
+    _reacher_like_dataset(data, seed=1)
+    with pytest.raises(ValueError, match="--resume: the dataset .* is not the one the run was trained on"):
+        qt.run(dataclasses.replace(args, resume=True), verbose=False)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):
+    args = qt.parse_args(["--preset", "tiny", "--dataset", tiny.dataset, "--logdir", str(tmp_path), "--run-name",
+                          "never", "--resume"])
+    with pytest.raises(ValueError, match="--resume: no checkpoint in .*never/checkpoints"):
+        qt.run(args, verbose=False)
+    assert not (tmp_path / "never").exists()  # a failed resume creates nothing
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)  # e.g. interrupted before the first save
+    with pytest.raises(ValueError, match="--resume: no checkpoint in .*empty/checkpoints"):
+        qt.run(dataclasses.replace(args, run_name="empty"), verbose=False)

@@ -3,6 +3,7 @@
     python variants/make_dataset.py                                   # reacher datasets in runs/datasets/
     python variants/qt.py --dataset runs/datasets/reacher-medium-replay-v0.hdf5 --preset cpu
     python variants/qt.py --dataset ... --preset cpu --eta 0          # the Decision-Transformer baseline
+    python variants/qt.py --dataset ... --preset cpu --resume         # continue an interrupted run exactly
     python variants/qt.py --dataset ~/d4rl/hopper-medium-v2.hdf5 --env ... # D4RL file (needs an MJX env to evaluate)
     python variants/qt.py --help
 
@@ -183,6 +184,8 @@ class Args:
     """run directory under logdir (default: qt_<dataset stem>_eta<eta>_s<seed>)"""
     checkpoint_interval: int = 1
     """save an orbax checkpoint every this many evaluations (0: never)"""
+    resume: bool = False
+    """continue the run in `logdir/run_name` from its last checkpoint (the flags must match the saved ones)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables)"""
 
@@ -623,32 +626,99 @@ def make_train(args: Args) -> Program:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Host loop
+# Host loop: chunks of `eval_every` iterations, evaluation, logging, checkpoints, --resume
+
+# flags that may change between a run and its resumption (everything else must match the saved run)
+_RESUME_FREE = ("resume", "compile_cache")
 
 
-def _save(run_dir: pathlib.Path, it: int, state, meta: dict) -> None:
+def _checkpoint_manager(run_dir: pathlib.Path):
     import orbax.checkpoint as ocp
 
-    mgr = ocp.CheckpointManager(run_dir.resolve() / "checkpoints",
-                                options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    return ocp.CheckpointManager(run_dir.resolve() / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+
+def _save(mgr, it: int, state, meta: dict) -> None:
+    import orbax.checkpoint as ocp
+
     mgr.save(it, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     mgr.wait_until_finished()
 
 
-def run(args: Args, verbose: bool = True) -> dict:
-    """Train and evaluate; returns the summary (also written to run_dir/summary.json) plus the final `state`."""
+def _restore(mgr, abstract_state):
+    """The latest checkpoint: (state with the structure, shapes and dtypes of `abstract_state`, meta dict)."""
+    import orbax.checkpoint as ocp
+
+    out = mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                                 meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+
+def _resolved(info: dict) -> dict:
+    """The dataset-derived settings saved in args.json (JSON-normalised, so that saved and current compare)."""
+    return json.loads(json.dumps({k: v for k, v in info.items() if k not in ("state_mean", "state_std")}))
+
+
+def _check_resume(run_dir: pathlib.Path, flags: dict):
+    """Fail before loading data or compiling when `run_dir` has nothing to resume or was run with other flags.
+    Returns (checkpoint manager, saved args.json)."""
+    if not (run_dir / "checkpoints").is_dir() or (mgr := _checkpoint_manager(run_dir)).latest_step() is None:
+        raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if not (run_dir / "args.json").is_file():
+        raise ValueError(f"--resume: {run_dir} has checkpoints but no args.json (not a run directory of "
+                         "variants/qt.py?)")
+    saved = json.loads((run_dir / "args.json").read_text())
+    diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(flags)).items() if saved.get(n) != v}
+    if diff:
+        raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
+                         + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
+    return mgr, saved
+
+
+def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
+    """Train (or continue with `args.resume`) and evaluate; returns the summary (also written to
+    run_dir/summary.json) plus the final `state`.
+
+    One chunk = `eval_every` iterations, then an evaluation. `max_chunks` stops after that many chunks in this call
+    (a checkpoint is written), e.g. to split a run across jobs; `--resume` then continues it exactly: parameters,
+    optimiser states (hence the cosine position), EMA actor, target critics, the training key and the step count
+    come from the checkpoint, the evaluation history, the best-so-far and the TensorBoard step from its metadata,
+    and the evaluation keys are a function of seed and iteration, so the final numbers equal an uninterrupted run's.
+    """
     say = print if verbose else (lambda *a, **k: None)
+    check_args(args)
+    if max_chunks is not None and max_chunks < 1:
+        raise ValueError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
+    run_dir = args.run_dir
+    flags = {n: v for n, v in dataclasses.asdict(args).items() if n not in _RESUME_FREE}
+    mgr, saved = _check_resume(run_dir, flags) if args.resume else (None, None)
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     prog = make_train(args)
     info, task = prog.info, prog.task
-    run_dir = args.run_dir
+    resolved = _resolved(info)
+    if saved is not None and saved.get("resolved") != resolved:
+        old = saved.get("resolved") or {}
+        diff = {n: (old.get(n), v) for n, v in resolved.items() if old.get(n) != v}
+        raise ValueError(f"--resume: the dataset {args.dataset} is not the one the run was trained on (saved vs now): "
+                         + ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in diff.items()))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "args.json").write_text(json.dumps({**dataclasses.asdict(args), "resolved": {
-        k: v for k, v in info.items() if k not in ("state_mean", "state_std")}}, indent=1))
     keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
-    state = jax.jit(jax.vmap(prog.init))(keys)
+    history, it, wall_before = [], 0, 0.0
+    if args.resume:
+        state, meta = _restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
+        it, history = meta["iteration"], meta["history"]
+        wall_before = meta.get("wall_time", history[-1]["wall_time"])
+        if int(state.step[0]) != it * args.steps_per_iter:
+            raise ValueError(f"--resume: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
+                             f"{int(state.step[0])} gradient steps, not {it} × --steps-per-iter {args.steps_per_iter}")
+        say(f"resumed {run_dir} at iteration {it}")
+    else:
+        state = jax.jit(jax.vmap(prog.init))(keys)
+        (run_dir / "args.json").write_text(json.dumps({**flags, "resolved": resolved}, indent=1))
+        mgr = _checkpoint_manager(run_dir) if args.checkpoint_interval else None
     chunk_steps = args.eval_every * args.steps_per_iter
     chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(prog.evaluate))
@@ -658,23 +728,23 @@ def run(args: Args, verbose: bool = True) -> dict:
     progress = Progress(args.iterations, args.steps_per_iter)
     say(f"QT on {pathlib.Path(args.dataset).name} → {task.name}: eta {args.eta}, selection {args.resolved_selection}, "
         f"{args.iterations} iterations × {args.steps_per_iter} steps, {args.num_seeds} seed(s), logs in {run_dir}")
-    history, it, t_start = [], 0, time.perf_counter()
-    while it < args.iterations:
+    t_start, chunks_run = time.perf_counter(), 0
+    while it < args.iterations and (max_chunks is None or chunks_run < max_chunks):
         n_it = min(args.eval_every, args.iterations - it)
         fn = chunk_fn if n_it == args.eval_every else jax.jit(jax.vmap(
             lambda s, n=n_it * args.steps_per_iter: prog.run_iters(s, n)), donate_argnums=0)
         state, train = fn(state)
-        it += n_it
+        it, chunks_run = it + n_it, chunks_run + 1
         ev = {f"eval/{n}": np.asarray(v, np.float64) for n, v in eval_fn(
             state.actor, state.critic_target, jax.vmap(lambda k, i=it: jax.random.fold_in(k, i))(eval_keys)).items()}
         if has_ref:
             ev["eval/normalized_score"] = offline.normalized_score(ev["eval/return"], *ref)
         train = {f"train/{n}": np.asarray(v, np.float64) for n, v in train.items()}
-        wall = time.perf_counter() - t_start
+        wall = wall_before + time.perf_counter() - t_start
         logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall)}, it * args.steps_per_iter)
         history.append({"iteration": it, "grad_steps": it * args.steps_per_iter, "wall_time": wall,
                         **{n: v.tolist() for n, v in ev.items()}})
-        if len(history) == 1:
+        if chunks_run == 1:
             progress.start(it)
         head = {"return": float(np.mean(ev["eval/return"]))}
         if has_ref:
@@ -683,9 +753,12 @@ def run(args: Args, verbose: bool = True) -> dict:
         if "train/critic_loss" in train:
             head["critic"] = float(np.mean(train["train/critic_loss"]))
         say(progress.line(it, head).replace("env steps", "grad steps"), flush=True)
-        if args.checkpoint_interval and (len(history) % args.checkpoint_interval == 0 or it == args.iterations):
-            _save(run_dir, it, state, {"iteration": it, "history": history})
+        if mgr is not None and args.checkpoint_interval and (
+                len(history) % args.checkpoint_interval == 0 or it == args.iterations or chunks_run == max_chunks):
+            _save(mgr, it, state, {"iteration": it, "history": history, "wall_time": wall})
     logger.close()
+    if mgr is not None:
+        mgr.close()
     key = "eval/normalized_score" if has_ref else "eval/return"
     per_seed = []
     for s in range(args.num_seeds):
@@ -695,14 +768,17 @@ def run(args: Args, verbose: bool = True) -> dict:
                              max(rows, key=lambda r: r[key])})
     finals = np.asarray([p["final"][key] for p in per_seed])
     summary = {"dataset": args.dataset, "env": task.name, "eta": args.eta, "selection": args.resolved_selection,
-               "iterations": args.iterations, "steps_per_iter": args.steps_per_iter, "score_key": key,
-               "final_mean": float(finals.mean()), "final_std": float(finals.std()), "per_seed": per_seed,
-               "wall_time_s": time.perf_counter() - t_start,
-               "resolved": {k: v for k, v in info.items() if k not in ("state_mean", "state_std")},
-               "history": history}
+               "iterations": args.iterations, "iterations_done": it, "steps_per_iter": args.steps_per_iter,
+               "score_key": key, "final_mean": float(finals.mean()), "final_std": float(finals.std()),
+               "per_seed": per_seed, "wall_time_s": wall_before + time.perf_counter() - t_start,
+               "run_dir": str(run_dir), "resolved": resolved, "history": history}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    say(f"final {key.split('/')[1]}: {summary['final_mean']:.2f} ± {summary['final_std']:.2f} over "
-        f"{args.num_seeds} seed(s); summary in {run_dir / 'summary.json'}")
+    if it == args.iterations:
+        say(f"final {key.split('/')[1]}: {summary['final_mean']:.2f} ± {summary['final_std']:.2f} over "
+            f"{args.num_seeds} seed(s); summary in {run_dir / 'summary.json'}")
+    else:
+        say(f"stopped at iteration {it} of {args.iterations} (last {key.split('/')[1]} {summary['final_mean']:.2f}); "
+            f"continue with the same flags plus --resume")
     summary["state"] = state
     return summary
 
