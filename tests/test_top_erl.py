@@ -110,6 +110,9 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
     assert first["iterations_done"] == 2
     with pytest.raises(ValueError, match="--lr-policy"):
         te.run(dataclasses.replace(args, resume=True, lr_policy=0.5), verbose=False)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        te.run(dataclasses.replace(args, resume=True, run_name="never"), verbose=False)
+    assert not (tmp_path / "never").exists()  # refused before anything was created
     resumed = te.run(dataclasses.replace(args, resume=True), verbose=False)
     assert resumed["iterations_done"] == 4
     assert _eval_history(resumed) == _eval_history(uninterrupted)

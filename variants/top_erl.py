@@ -510,6 +510,8 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
     render_final = _render_final if render_final is None else render_final
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
     run_dir = args.run_dir
+    if args.resume and not any((run_dir / "checkpoints").glob("[0-9]*")):  # before anything is created or compiled
+        raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     run_dir.mkdir(parents=True, exist_ok=True)
     args_json = dataclasses.asdict(args)
     for name in ("resume", "compile_cache", "video"):  # may change between a run and its resumption
@@ -517,7 +519,10 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
     keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
     opts = task.compiler_options()
-    state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
+    if args.resume:  # only the shapes: the values come from the checkpoint
+        state = jax.eval_shape(jax.vmap(init), keys)
+    else:
+        state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
     mgr = _checkpoint_manager(run_dir) if args.checkpoint_interval or args.resume else None
     chunk, history, wall_before = 0, [], 0.0
     if args.resume:
