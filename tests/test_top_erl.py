@@ -58,6 +58,42 @@ def test_presets_reproduce_upstream_configs():
                                                                                                (128, 128))
     assert (hop.mean_bound, hop.cov_bound, hop.entropy_schedule, hop.old_policy_rate) == (0.1, 0.02, "none", 0.005)
     assert hop.reward_redistribution and hop.env == "hopper-jump-sparse"
+    for p in (box, sparse, hop):
+        assert p.traj_downsample_factor == 1
+    # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml
+    mw = te.PRESETS["metaworld"]
+    assert (mw.task, mw.env, mw.traj_downsample_factor, mw.iterations, mw.num_envs) == (
+        "metaworld", "metaworld-reach", 5, 25000, 2)
+    assert (mw.lr_policy, mw.lr_critic, mw.wd_policy, mw.wd_critic) == (1e-3, 5e-5, 1e-5, 1e-5)
+    assert (mw.epochs_policy, mw.epochs_critic, mw.batch_size, mw.buffer_size) == (15, 50, 256, 3000)
+    assert (mw.critic_update_from, mw.policy_update_from) == (1, 200)
+    assert (mw.num_basis, mw.tau, mw.alpha_phase, mw.alpha, mw.basis_bandwidth_factor, mw.num_basis_outside) == (
+        8, 5.0, 3.0, 10.0, 5.0, 0)
+    assert (mw.weights_scale, mw.goal_scale, mw.auto_scale_basis, mw.relative_goal, mw.disable_goal) == (
+        0.1, 0.1, True, True, False)
+    assert (mw.policy_hidden_sizes, mw.min_std, mw.contextual_cov) == ((128, 128), 1e-5, False)
+    assert (mw.n_embd, mw.n_layer, mw.n_head, mw.block_size, mw.dropout, mw.use_layer_norm) == (
+        128, 2, 8, 1024, 0.0, True)
+    assert (mw.relative_pos, mw.double_critic, mw.critic_tau, mw.discount) == (False, False, 0.005, 1.0)
+    assert (mw.mean_bound, mw.cov_bound, mw.trust_region_coeff, mw.projection) == (0.005, 5e-4, 1.0, True)
+    assert (mw.entropy_schedule, mw.target_entropy, mw.entropy_eq, mw.entropy_first) == ("none", 0.0, False, False)
+    assert (mw.old_policy_rate, mw.eval_interval, mw.num_eval_episodes) == (0.005, 100, 152)
+    assert not mw.reward_redistribution and mw.max_num_segments == 25
+
+
+def test_metaworld_preset_learner_matches_the_task():
+    """The preset's ProDMP is the Meta-World tasks' `prodmp_config()`; the learner sees 500 / 5 = 100 steps of
+    5 × 0.0125 s (builds the MuJoCo model of metaworld-reach, no compilation)."""
+    from toperl_jax import envs
+
+    args = te.PRESETS["metaworld"]
+    task = envs.make(args.env)
+    te.check_args(args, task)
+    learner = te.make_learner(args, task)
+    assert learner.mp == task.prodmp_config()
+    assert (task.episode_length, learner.T) == (500, 100)
+    assert learner.dt == pytest.approx(0.0625) and task.dt == pytest.approx(0.0125)
+    assert learner.micro_batch in (None, 16)
 
 
 def test_parse_args_preset_then_overrides():
@@ -66,6 +102,10 @@ def test_parse_args_preset_then_overrides():
     assert te.parse_args([]) == te.PRESETS["reach"] == te.Args()
     with pytest.raises(SystemExit):
         te.parse_args(["--task", "box-dens"])
+    mw = te.parse_args(["--task", "metaworld", "--env", "metaworld-push"])
+    assert mw == dataclasses.replace(te.PRESETS["metaworld"], env="metaworld-push")
+    assert mw.run_dir.name == "metaworld-push_s0" and te.PRESETS["box-dense"].run_dir.name == "box-dense_s0"
+    assert te.parse_args(["--task=metaworld"]).env == "metaworld-reach"
 
 
 @pytest.mark.parametrize("change, flag", [
@@ -77,6 +117,11 @@ def test_parse_args_preset_then_overrides():
     ({"segment_length": 9}, "--segment-length"),
     ({"micro_batch": 7}, "--micro-batch"),
     ({"n_embd": 30}, "--n-embd"),
+    ({"traj_downsample_factor": 3}, "--traj-downsample-factor"),  # does not divide the reacher's T = 50
+    ({"traj_downsample_factor": 0}, "--traj-downsample-factor"),
+    ({"traj_downsample_factor": 25, "max_num_segments": 25}, "--max-num-segments"),  # learner T = 2
+    ({"task": "metaworld", "env": "reacher"}, "--env: the metaworld preset needs a Meta-World task"),
+    ({"task": "metaworld", "env": "metaworld-rech"}, "--env: unknown task"),
 ])
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
@@ -113,6 +158,10 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
         te.run(dataclasses.replace(args, resume=True, run_name="never"), verbose=False)
     assert not (tmp_path / "never").exists()  # refused before anything was created
+    saved_args = tmp_path / "split" / "args.json"  # a run saved before --traj-downsample-factor existed resumes
+    old_args = json.loads(saved_args.read_text())
+    del old_args["traj_downsample_factor"]
+    saved_args.write_text(json.dumps(old_args))
     resumed = te.run(dataclasses.replace(args, resume=True), verbose=False)
     assert resumed["iterations_done"] == 4
     assert _eval_history(resumed) == _eval_history(uninterrupted)
@@ -136,7 +185,7 @@ def test_two_seeds_equal_two_single_seed_runs(uninterrupted, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["box-dense", "box-sparse", "hopper-jump"])
+@pytest.mark.parametrize("task", ["box-dense", "box-sparse", "hopper-jump", "metaworld"])
 def test_paper_presets_run_without_nan(task, tmp_path):
     """Smoke test at the full upstream shapes (batch, networks, T, epochs, buffer): 2 iterations with critic
     and policy updates switched on from the start."""
@@ -147,6 +196,7 @@ def test_paper_presets_run_without_nan(task, tmp_path):
     final = s["per_seed"][0]["final"]
     assert final["iteration"] == 2
     assert all(np.isfinite(v) for v in final.values()), final
+    assert task != "metaworld" or {"eval/is_success", "eval/success_once"} <= set(final)
     state = s["state"]
     for leaf in jax.tree.leaves((state.policy.params, state.critic.params)):
         assert np.isfinite(np.asarray(leaf)).all()

@@ -66,7 +66,7 @@ def episode_spec(T: int, state_dim: int, dof: int, num_weights: int, dtype=jnp.f
 
     `dones` is bool, every other field `dtype`.
     """
-    f = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    f = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
     return Episode(
         states=f(T, state_dim), actions=f(T, 2 * dof), rewards=f(T), dones=jax.ShapeDtypeStruct((T,), jnp.bool_),
         desired_pos=f(T, dof), desired_vel=f(T, dof), init_time=f(), init_pos=f(dof), init_vel=f(dof),
@@ -179,3 +179,57 @@ def sample(buffer: TrajectoryBuffer, key: jax.Array, batch_size: int) -> PyTree:
     """
     idx = sample_indices(buffer, key, batch_size)
     return jax.tree.map(lambda b: b[idx], buffer.data)
+
+
+def downsample_episode(episode: Episode, factor: int, reward_scale: float | None = None) -> Episode:
+    """The episode the learner stores when it sees only every `factor`-th step (spec top_erl.md §6, Meta-World).
+
+    The environment runs all T steps of dt; the learner works with T_c = T / F coarse steps of dt_c = F·dt. Coarse
+    step k covers the fine steps kF … kF + F − 1 (block k):
+
+    - `states`, `desired_pos`, `desired_vel` [..., T, ·] → [..., T_c, ·]: fine index kF (`[::F]`), the block's
+      first state and the desired pos/vel in force when it was observed (the ProDMP initial condition at
+      init_time + k·dt_c for a segment starting at coarse k);
+    - `actions` [..., T, 2·dof] → [..., T_c, 2·dof]: fine index kF + F − 1 (`[F−1::F]`), the block's last
+      desired pos/vel, executed at init_time + (kF + F)·dt = init_time + (k + 1)·dt_c — exactly the learner's
+      time t_k of action k, and equal to `desired_pos/vel[k + 1]` as in an undownsampled episode;
+    - `rewards` [..., T] → [..., T_c]: sum over the block × `reward_scale` (default 1 / F, upstream
+      `reward_scaling`); `dones`: any over the block;
+    - `init_time`, `init_pos`, `init_vel`, `params_mean`, `params_L`: unchanged.
+
+    Upstream (TOP_ERL_ICLR25_Code `mprl/rl/sampler/top_erl_sampler.py`, `run`) slices the actions with `[::F]`
+    like the states, i.e. it keeps the desired pos/vel executed at (kF + 1)·dt, while its learner decodes the
+    policy's actions at the coarse times (k + 1)·dt_c (`get_times(..., down_sample=True)`, used in
+    `top_erl_agent.py`). The critic would then compare buffer actions and policy actions that lie (F − 1)·dt
+    apart in time. We keep the action at the learner's time instead (the intended behaviour); states, desired
+    pos/vel, rewards and dones follow upstream.
+
+    Args:
+        episode: `Episode` with any leading batch axes; the time axis is the last axis of `rewards`/`dones` and
+            the second to last of `states`, `actions`, `desired_pos`, `desired_vel`.
+        factor: F ≥ 1, dividing T (static). F = 1 returns the episode unchanged (rewards × `reward_scale` if given).
+        reward_scale: multiplies the block sums; None: 1 / F.
+
+    Returns:
+        The downsampled `Episode` (time axes of length T / F).
+    """
+    if not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"downsample factor must be a positive int, got {factor!r}")
+    T = episode.rewards.shape[-1]
+    if T % factor:
+        raise ValueError(f"downsample factor {factor} does not divide the episode length T = {T}")
+    scale = 1.0 / factor if reward_scale is None else reward_scale
+    if factor == 1:
+        return episode if reward_scale is None else episode.replace(rewards=episode.rewards * scale)
+
+    def blocks(x):  # [..., T] -> [..., T / F, F]
+        return x.reshape(*x.shape[:-1], T // factor, factor)
+
+    def starts(x):  # [..., T, d] -> [..., T / F, d]
+        return x[..., ::factor, :]
+
+    return episode.replace(
+        states=starts(episode.states), actions=episode.actions[..., factor - 1::factor, :],
+        rewards=(blocks(episode.rewards).sum(axis=-1) * scale).astype(episode.rewards.dtype),
+        dones=blocks(episode.dones).any(axis=-1), desired_pos=starts(episode.desired_pos),
+        desired_vel=starts(episode.desired_vel))

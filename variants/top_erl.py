@@ -3,6 +3,7 @@
     python variants/top_erl.py                       # `reach` preset: learns on a laptop CPU in minutes
     python variants/top_erl.py --task box-dense      # the paper's box pushing, upstream hyperparameters
     python variants/top_erl.py --task box-dense --num-seeds 4 --segment-length 25   # an ablation is a flag
+    python variants/top_erl.py --task metaworld --env metaworld-push   # one Meta-World task (a GPU run)
     python variants/top_erl.py --help                # every knob, with the chosen preset's values
 
 One iteration (spec `top_erl.md` §2), all inside `jax.lax.scan` on the accelerator:
@@ -22,6 +23,8 @@ Differences from the upstream code, on purpose:
 - Sampling and learning are synchronous (upstream `TopErlAgent`); upstream's multi-processing agent samples
   with a policy one iteration old.
 - The evaluation also runs at iteration 0 (the initial policy), so curves start at the random policy.
+- `--traj-downsample-factor F` (Meta-World: 5) keeps the action at the end of each block of F steps, where the
+  learner decodes it; upstream keeps the one at the start (`buffer.downsample_episode` explains).
 """
 
 from __future__ import annotations
@@ -62,10 +65,11 @@ class Args:
     """TOP-ERL. The defaults are the `reach` preset; `--task` selects another preset, other flags override it."""
 
     # --- run
-    task: Literal["reach", "box-dense", "box-sparse", "hopper-jump"] = "reach"
+    task: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
     env: str = "reacher"
-    """environment (`toperl_jax.envs.task_names()`); set by the preset"""
+    """environment (`toperl_jax.envs.task_names()`); set by the preset; with `--task metaworld`, one of the
+    `metaworld-<name>` tasks (default metaworld-reach)"""
     seed: int = 0
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1
@@ -78,6 +82,10 @@ class Args:
     """box pushing: random initial box pose (upstream BoxPushingRandomInit*); ignored by other tasks"""
     reward_redistribution: bool = False
     """hopper jump: move the sparse final reward to the take-off step (spec top_erl.md §6)"""
+    traj_downsample_factor: int = 1
+    """F: the env runs all T steps, the buffer and the learner see T / F steps of F·dt (states and desired pos/vel
+    at the block starts, actions at the block ends, rewards summed per block × 1/F; `buffer.downsample_episode`);
+    1 = off (upstream sampler `traj_downsample_factor`; Meta-World: 5)"""
 
     # --- agent (upstream `agent.args`)
     lr_policy: float = 5e-3
@@ -215,7 +223,8 @@ class Args:
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return pathlib.Path(self.logdir) / (self.run_name or f"{self.task}_s{self.seed}")
+        default = f"{self.env}_s{self.seed}" if self.task == "metaworld" else f"{self.task}_s{self.seed}"
+        return pathlib.Path(self.logdir) / (self.run_name or default)
 
 
 _BOX_COMMON = {
@@ -251,6 +260,17 @@ PRESETS: dict[str, Args] = {
         mean_bound=0.1, cov_bound=0.02, trust_region_coeff=1.0, entropy_schedule="none", entropy_eq=False,
         target_entropy=0.0, old_policy_rate=0.005, eval_interval=100,
         num_eval_episodes=152),
+    # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml (one `--env metaworld-<name>` per run;
+    # upstream's grid runs 8 seeds per task). ProDMP = the tasks' `prodmp_config()`.
+    "metaworld": Args(
+        task="metaworld", env="metaworld-reach", num_envs=2, iterations=25000, traj_downsample_factor=5,
+        lr_policy=1e-3, lr_critic=5e-5, wd_policy=1e-5, wd_critic=1e-5, epochs_policy=15, epochs_critic=50,
+        batch_size=256, critic_update_from=1, policy_update_from=200, buffer_size=3000,
+        num_basis=8, tau=5.0, alpha_phase=3.0, alpha=10.0, basis_bandwidth_factor=5.0, num_basis_outside=0,
+        weights_scale=0.1, goal_scale=0.1, auto_scale_basis=True, relative_goal=True, disable_goal=False,
+        policy_hidden_sizes=(128, 128), min_std=1e-5, n_embd=128, n_layer=2, n_head=8, block_size=1024,
+        mean_bound=0.005, cov_bound=5e-4, trust_region_coeff=1.0, entropy_schedule="none", entropy_eq=False,
+        target_entropy=0.0, temperature=0.7, old_policy_rate=0.005, eval_interval=100, num_eval_episodes=152),
 }
 
 
@@ -265,11 +285,25 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return tyro.cli(Args, default=PRESETS[task], args=argv)
 
 
+def check_env(args: Args) -> None:
+    """Reject an unknown `--env`, or a non-Meta-World one for the `metaworld` preset, before the task is built."""
+    names = envs.task_names()
+    metaworld = [n for n in names if n.startswith("metaworld-")]
+    if args.env not in names:
+        raise ValueError(f"--env: unknown task {args.env!r}; accepted: {', '.join(names)}"
+                         + (" (the metaworld preset takes the metaworld-* ones)" if args.task == "metaworld" else ""))
+    if args.task == "metaworld" and args.env not in metaworld:
+        raise ValueError(f"--env: the metaworld preset needs a Meta-World task, got {args.env!r}; choose one of "
+                         f"{', '.join(metaworld)}")
+
+
 def check_args(args: Args, task: envs.EpisodicTask) -> None:
     """Reject inconsistent flags before anything is compiled, naming the flag."""
 
     def fail(flag, msg):
         raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+
+    check_env(args)
 
     for name in ("iterations", "num_envs", "num_seeds", "epochs_policy", "epochs_critic", "batch_size",
                  "buffer_size", "eval_interval", "num_eval_episodes", "max_num_segments", "num_basis", "n_layer",
@@ -286,7 +320,11 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
     if not args.critic_update_from <= args.policy_update_from <= args.iterations:
         fail("policy_update_from", f"must be in [--critic-update-from={args.critic_update_from}, --iterations="
                                    f"{args.iterations}], got {args.policy_update_from}")
-    T = task.episode_length
+    F = args.traj_downsample_factor
+    if F < 1 or task.episode_length % F:
+        fail("traj_downsample_factor", f"must be ≥ 1 and divide the episode length {task.episode_length} of "
+                                       f"{task.name}, got {F}")
+    T = task.episode_length // F  # the learner's T
     if args.max_num_segments > T:
         fail("max_num_segments", f"must be ≤ T = {T}, got {args.max_num_segments}")
     lengths = segment_lengths(T, args.max_num_segments).tolist()
@@ -320,6 +358,8 @@ class TrainState:
 
 
 def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
+    # The ProDMP keeps the env's dt (its table grid, as upstream's `mp.args.dt`); the learner's T and dt are the
+    # downsampled ones: t_k = init_time + (k + 1)·F·dt lies on that grid.
     mp = ProDMPConfig(num_dof=task.num_dof, num_basis=args.num_basis, tau=args.tau, dt=task.dt,
                       alpha_phase=args.alpha_phase, alpha=args.alpha,
                       basis_bandwidth_factor=args.basis_bandwidth_factor, num_basis_outside=args.num_basis_outside,
@@ -345,7 +385,8 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
         critic=critic, policy=policy, mp=mp, projection=projection,
         critic_optimizer=updates.critic_optimizer(args.lr_critic, args.wd_critic),
         policy_optimizer=updates.policy_optimizer(policy_lr, args.wd_policy),
-        T=task.episode_length, dt=task.dt, batch_size=args.batch_size, discount=args.discount,
+        T=task.episode_length // args.traj_downsample_factor, dt=task.dt * args.traj_downsample_factor,
+        batch_size=args.batch_size, discount=args.discount,
         max_num_segments=args.max_num_segments, critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate,
         micro_batch=micro if 0 < micro < args.batch_size else None, segment_length=args.segment_length,
         use_projection=args.projection, enforce_initial_condition=args.initial_condition_enforcement)
@@ -364,27 +405,30 @@ class Program(NamedTuple):
 
 def make_train(args: Args) -> Program:
     """Static set-up: the task, the learner and the pure functions of one run (see `Program`)."""
+    check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     check_args(args, task)
     learner = make_learner(args, task)
-    T, dof, k = task.episode_length, task.num_dof, learner.mp.num_params
-    times = task.action_times()  # [T] t_k = (k + 1) dt
+    T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
+    times = task.action_times()  # [T_env] t_k = (k + 1) dt: the whole episode is executed at the env's dt
 
     def rollout(policy_params, key, num_episodes: int, deterministic: bool):
-        """`num_episodes` fresh episodes with w ~ N(μ(s₀), LLᵀ) (or w = μ): (Episode [n, ...], final env states,
-        per-episode stats {name: [n]})."""
+        """`num_episodes` fresh episodes with w ~ N(μ(s₀), LLᵀ) (or w = μ): (Episode [n, ...] as the learner
+        stores it, i.e. downsampled to T_env / F steps, final env states, per-episode stats {name: [n]} of the
+        whole env episode)."""
         k_reset, k_w = jax.random.split(key)
         start = jax.vmap(task.reset)(jax.random.split(k_reset, num_episodes))
         mean, L = learner.policy.apply(policy_params, start.obs)  # [n, k], [k, k] or [n, k, k]
         w = mean if deterministic else gaussian.sample(k_w, mean, L)
         pos, vel = prodmp_trajectory(learner.mp, w, times, jnp.zeros(num_episodes), start.desired_pos,
-                                     start.desired_vel)  # [n, T, dof]
+                                     start.desired_vel)  # [n, T_env, dof]
         final, ro = jax.vmap(task.rollout)(start, jnp.concatenate([pos, vel], axis=-1))
         rewards = jax.vmap(task.mdp_rewards)(ro) if args.reward_redistribution else ro.rewards
         episodes = buffer_lib.Episode(
             states=ro.obs, actions=ro.actions, rewards=rewards, dones=ro.dones, desired_pos=ro.desired_pos,
             desired_vel=ro.desired_vel, init_time=jnp.zeros(num_episodes), init_pos=ro.init_pos,
             init_vel=ro.init_vel, params_mean=mean, params_L=jnp.broadcast_to(L, (num_episodes, k, k)))
+        episodes = buffer_lib.downsample_episode(episodes, args.traj_downsample_factor)  # [n, T, ...]
         stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
         return episodes, final, stats
 
@@ -529,6 +573,10 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
         if mgr.latest_step() is None:
             raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
         saved = json.loads((run_dir / "args.json").read_text())
+        # A flag added after the run was saved counts as saved with its default (e.g. --traj-downsample-factor 1).
+        added = {f.name: f.default for f in dataclasses.fields(args) if f.name not in saved and f.name in args_json
+                 and f.default is not dataclasses.MISSING}
+        saved = {**json.loads(json.dumps(added)), **saved}
         diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(args_json)).items() if saved.get(n) != v}
         if diff:
             raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
@@ -545,8 +593,10 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
     steps_per_it = args.num_envs * task.episode_length
     progress = Progress(args.iterations, steps_per_it)
     num_chunks = math.ceil(args.iterations / args.eval_interval)
+    learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
+        if program.learner.T != task.episode_length else ""
     say(f"{title} on {task.name} (preset {args.task}): {args.iterations} iterations × {args.num_envs} episodes × "
-        f"T={task.episode_length}, {args.num_seeds} seed(s), logs in {run_dir}")
+        f"T={task.episode_length}{learner_T}, {args.num_seeds} seed(s), logs in {run_dir}")
 
     def do_eval(it):
         m = _to_host(eval_fn(state.policy.params, jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys)))
