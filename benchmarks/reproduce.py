@@ -49,7 +49,7 @@ import tyro
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from timing import cpu_model
 
-from toperl_jax.logger import git_commit
+from toperl_jax.logger import git_commit, saved_args
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -295,7 +295,8 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             vargs = mod.parse_args(argv)
             summary_path = run_dir / "summary.json"
             if (run_dir / "args.json").exists():
-                saved = json.loads((run_dir / "args.json").read_text())
+                saved = {k: v for k, v in saved_args(run_dir / "args.json", vargs).items()
+                         if k not in ("resume", "compile_cache", "video")}
                 if saved != _comparable(vargs):
                     diff = {k: (saved.get(k), v) for k, v in _comparable(vargs).items() if saved.get(k) != v}
                     raise SystemExit(f"{run_dir} holds a run with other flags (saved vs now: {diff}); pass another "

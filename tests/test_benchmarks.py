@@ -108,7 +108,17 @@ def test_rerun_skips_complete_runs_and_aggregate_only_matches(tiny, capsys):
     tmp, first = tiny
     summary = tmp / "runs" / "reach" / "top_erl" / "seeds0-1" / "summary.json"
     before = summary.stat().st_mtime_ns
+    args_json = summary.parent / "args.json"
+    original = args_json.read_text()
+    saved = json.loads(original)
+    saved["lr_policy"] = 0.5
+    args_json.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="other flags.*lr_policy"):
+        rp.main(_cli(tmp, *TINY_FLAGS))
+    del saved["lr_policy"], saved["traj_downsample_factor"]  # as saved before these flags existed: their defaults
+    args_json.write_text(json.dumps(saved))
     again = rp.main(_cli(tmp, *TINY_FLAGS))
+    args_json.write_text(original)
     assert "complete" in capsys.readouterr().out
     assert summary.stat().st_mtime_ns == before
     only = rp.main(_cli(tmp, "--aggregate-only"))

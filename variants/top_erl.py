@@ -50,7 +50,7 @@ from jax import lax
 from toperl_jax import buffer as buffer_lib
 from toperl_jax import envs, gaussian, updates
 from toperl_jax.critic import TransformerCritic
-from toperl_jax.logger import Progress, RunLogger, git_commit
+from toperl_jax.logger import Progress, RunLogger, git_commit, saved_args
 from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
 from toperl_jax.policy import GaussianPolicy
 from toperl_jax.projection import ProjectionConfig
@@ -572,11 +572,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
     if args.resume:
         if mgr.latest_step() is None:
             raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        saved = json.loads((run_dir / "args.json").read_text())
-        # A flag added after the run was saved counts as saved with its default (e.g. --traj-downsample-factor 1).
-        added = {f.name: f.default for f in dataclasses.fields(args) if f.name not in saved and f.name in args_json
-                 and f.default is not dataclasses.MISSING}
-        saved = {**json.loads(json.dumps(added)), **saved}
+        saved = saved_args(run_dir / "args.json", args)  # a flag added since counts as saved with its default
         diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(args_json)).items() if saved.get(n) != v}
         if diff:
             raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
