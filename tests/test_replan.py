@@ -284,6 +284,7 @@ def test_presets_follow_top_erl_and_upstream():
     ({"split_sizes": (25, 25)}, "--split-sizes"),
     ({"n_splits": 60}, "--n-splits"),
     ({"batch_size": 9000}, "--batch-size"),
+    ({"traj_downsample_factor": 5}, "--traj-downsample-factor"),
 ])
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
