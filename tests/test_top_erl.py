@@ -203,17 +203,18 @@ def test_paper_presets_run_without_nan(task, tmp_path):
 
 
 def test_reach_learns(tmp_path):
-    """A reduced reach run (80 iterations of the preset with 10 instead of 20 critic steps, 2-3 minutes on 2 cores)
-    clearly beats the initial policy: the mean policy's return rises and its final distance to the goal shrinks.
-    (The issue asks for the success rate to rise by a large margin; at 80 iterations it does not yet — the full
-    preset gets there from iteration ~240, see docs/top_erl.md.)"""
-    args = dataclasses.replace(te.Args(), iterations=80, epochs_critic=10, eval_interval=40, num_eval_episodes=64,
+    """A reduced reach run (60 iterations of the preset with 10 instead of 20 critic steps, about 2 minutes on 2
+    cores) clearly beats the initial policy: the mean policy's return rises and its final distance to the goal
+    shrinks. (The issue asks for the success rate to rise by a large margin within minutes; no reduced
+    configuration tried gets there — docs/top_erl.md; `test_reach_preset_reaches_success` (slow) checks it on
+    the full preset.)"""
+    args = dataclasses.replace(te.Args(), iterations=60, epochs_critic=10, eval_interval=30, num_eval_episodes=64,
                                checkpoint_interval=0, logdir=str(tmp_path))
     h = te.run(args, verbose=False)["history"]
     before, after = h[0], h[-1]
-    assert after["iteration"] == 80
-    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.35 -> -2.04
-    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.099 m
+    assert after["iteration"] == 60
+    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.35 -> -0.69
+    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.088 m
 
 
 @pytest.mark.slow
