@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
+from toperl_jax import checkpoint as ckpt
+
 _spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
 te = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = te
@@ -55,10 +57,9 @@ def diagnose(cfg: Config) -> dict:
     program = te.make_train(args)
     task = program.task
     state = jax.jit(jax.vmap(program.init))(jnp.stack([jax.random.PRNGKey(args.seed)]))
-    mgr = te._checkpoint_manager(cfg.run_dir)
-    if mgr.latest_step() is None:
+    if not ckpt.has_checkpoint(cfg.run_dir):
         raise SystemExit(f"{cfg.run_dir}: no checkpoint (was it run with --checkpoint-interval 0?)")
-    state, meta = te._restore(mgr, state)
+    state, meta = ckpt.restore(ckpt.manager(cfg.run_dir), state)
     params = jax.tree.map(lambda x: x[0], state.policy.params)
     episodes, _, stats = jax.jit(lambda p, k: program.rollout(p, k, cfg.episodes, True))(
         params, jax.random.PRNGKey(cfg.seed))

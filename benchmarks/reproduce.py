@@ -49,7 +49,8 @@ import tyro
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from timing import cpu_model
 
-from toperl_jax.logger import git_commit, saved_args
+from toperl_jax import checkpoint as ckpt
+from toperl_jax.logger import git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -256,13 +257,6 @@ def seed_groups(first: int, num: int, per_run: int) -> list[tuple[int, int]]:
     return [(s, min(per_run, first + num - s)) for s in range(first, first + num, per_run)]
 
 
-def _comparable(args_obj) -> dict:
-    d = json.loads(json.dumps(dataclasses.asdict(args_obj)))
-    for name in ("resume", "compile_cache", "video"):
-        d.pop(name, None)
-    return d
-
-
 def machine() -> str:
     import os
 
@@ -295,18 +289,15 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             vargs = mod.parse_args(argv)
             summary_path = run_dir / "summary.json"
             if (run_dir / "args.json").exists():
-                saved = {k: v for k, v in saved_args(run_dir / "args.json", vargs).items()
-                         if k not in ("resume", "compile_cache", "video")}
-                if saved != _comparable(vargs):
-                    diff = {k: (saved.get(k), v) for k, v in _comparable(vargs).items() if saved.get(k) != v}
+                diff = ckpt.flag_diff(ckpt.saved_args(run_dir / "args.json", vargs), ckpt.run_flags(vargs))
+                if diff:
                     raise SystemExit(f"{run_dir} holds a run with other flags (saved vs now: {diff}); pass another "
                                      "--logdir or remove it")
             if summary_path.exists() and json.loads(summary_path.read_text())["iterations_done"] >= vargs.iterations:
                 print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: complete in {run_dir}, skipped")
                 records.append({"variant": variant, "run_dir": str(run_dir), "status": "skipped (complete)"})
                 continue
-            ckpt = run_dir / "checkpoints"
-            resume = ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+            resume = ckpt.has_checkpoint(run_dir)
             if resume:
                 vargs = mod.parse_args([*argv, "--resume"])
             print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: {'resuming' if resume else 'training'} in "

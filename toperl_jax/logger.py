@@ -10,8 +10,6 @@ Nothing here runs under `jax.jit`; values are converted with numpy.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import pathlib
 import subprocess
@@ -60,16 +58,6 @@ class RunLogger:
     def close(self) -> None:
         for w in self.writers:
             w.close()
-
-
-def saved_args(path: pathlib.Path, args) -> dict:
-    """A run's saved flags (`args.json` at `path`), JSON-normalised, with every field of the dataclass `args` that
-    the file lacks (a flag added after the run was saved) set to that field's default, so that old runs still
-    compare equal to the same command today."""
-    saved = json.loads(pathlib.Path(path).read_text())
-    added = {f.name: f.default for f in dataclasses.fields(args)
-             if f.name not in saved and f.default is not dataclasses.MISSING}
-    return {**json.loads(json.dumps(added)), **saved}
 
 
 def _clock(seconds: float) -> str:

@@ -70,6 +70,7 @@ import tyro
 from flax import struct
 from jax import lax
 
+from toperl_jax import checkpoint as ckpt
 from toperl_jax import envs, offline
 from toperl_jax.logger import Progress, RunLogger
 from toperl_jax.offline import actions as offline_actions
@@ -628,52 +629,22 @@ def make_train(args: Args) -> Program:
 # ---------------------------------------------------------------------------------------------------------------
 # Host loop: chunks of `eval_every` iterations, evaluation, logging, checkpoints, --resume
 
-# flags that may change between a run and its resumption (everything else must match the saved run)
-_RESUME_FREE = ("resume", "compile_cache")
-
-
-def _checkpoint_manager(run_dir: pathlib.Path):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(run_dir.resolve() / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-
-def _save(mgr, it: int, state, meta: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mgr.save(it, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    mgr.wait_until_finished()
-
-
-def _restore(mgr, abstract_state):
-    """The latest checkpoint: (state with the structure, shapes and dtypes of `abstract_state`, meta dict)."""
-    import orbax.checkpoint as ocp
-
-    out = mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                                 meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
-
-
 def _resolved(info: dict) -> dict:
     """The dataset-derived settings saved in args.json (JSON-normalised, so that saved and current compare)."""
     return json.loads(json.dumps({k: v for k, v in info.items() if k not in ("state_mean", "state_std")}))
 
 
-def _check_resume(run_dir: pathlib.Path, flags: dict):
+def _check_resume(run_dir: pathlib.Path, args: Args, flags: dict) -> dict:
     """Fail before loading data or compiling when `run_dir` has nothing to resume or was run with other flags.
-    Returns (checkpoint manager, saved args.json)."""
-    if not (run_dir / "checkpoints").is_dir() or (mgr := _checkpoint_manager(run_dir)).latest_step() is None:
+    Returns the saved args.json (flags added since the run count as saved with their defaults)."""
+    if not ckpt.has_checkpoint(run_dir):
         raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     if not (run_dir / "args.json").is_file():
         raise ValueError(f"--resume: {run_dir} has checkpoints but no args.json (not a run directory of "
                          "variants/qt.py?)")
-    saved = json.loads((run_dir / "args.json").read_text())
-    diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(flags)).items() if saved.get(n) != v}
-    if diff:
-        raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
-                         + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
-    return mgr, saved
+    saved = ckpt.saved_args(run_dir / "args.json", args)
+    ckpt.check_same_flags(saved, flags)
+    return saved
 
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
@@ -691,8 +662,8 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     if max_chunks is not None and max_chunks < 1:
         raise ValueError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
     run_dir = args.run_dir
-    flags = {n: v for n, v in dataclasses.asdict(args).items() if n not in _RESUME_FREE}
-    mgr, saved = _check_resume(run_dir, flags) if args.resume else (None, None)
+    flags = ckpt.run_flags(args)
+    saved = _check_resume(run_dir, args, flags) if args.resume else None
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     prog = make_train(args)
@@ -708,7 +679,8 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
     history, it, wall_before = [], 0, 0.0
     if args.resume:
-        state, meta = _restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
+        mgr = ckpt.manager(run_dir)
+        state, meta = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
         it, history = meta["iteration"], meta["history"]
         wall_before = meta.get("wall_time", history[-1]["wall_time"])
         if int(state.step[0]) != it * args.steps_per_iter:
@@ -718,7 +690,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     else:
         state = jax.jit(jax.vmap(prog.init))(keys)
         (run_dir / "args.json").write_text(json.dumps({**flags, "resolved": resolved}, indent=1))
-        mgr = _checkpoint_manager(run_dir) if args.checkpoint_interval else None
+        mgr = ckpt.manager(run_dir) if args.checkpoint_interval else None
     chunk_steps = args.eval_every * args.steps_per_iter
     chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(prog.evaluate))
@@ -755,7 +727,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
         say(progress.line(it, head).replace("env steps", "grad steps"), flush=True)
         if mgr is not None and args.checkpoint_interval and (
                 len(history) % args.checkpoint_interval == 0 or it == args.iterations or chunks_run == max_chunks):
-            _save(mgr, it, state, {"iteration": it, "history": history, "wall_time": wall})
+            ckpt.save(mgr, it, state, {"iteration": it, "history": history, "wall_time": wall})
     logger.close()
     if mgr is not None:
         mgr.close()

@@ -48,9 +48,10 @@ from flax import struct
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
+from toperl_jax import checkpoint as ckpt
 from toperl_jax import envs, gaussian, updates
 from toperl_jax.critic import TransformerCritic
-from toperl_jax.logger import Progress, RunLogger, git_commit, saved_args
+from toperl_jax.logger import Progress, RunLogger, git_commit
 from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
 from toperl_jax.policy import GaussianPolicy
 from toperl_jax.projection import ProjectionConfig
@@ -298,12 +299,11 @@ def check_env(args: Args) -> None:
 
 
 def check_args(args: Args, task: envs.EpisodicTask) -> None:
-    """Reject inconsistent flags before anything is compiled, naming the flag."""
+    """Reject inconsistent flags before anything is compiled, naming the flag (`--env` itself: `check_env`, before
+    the task is built)."""
 
     def fail(flag, msg):
         raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
-
-    check_env(args)
 
     for name in ("iterations", "num_envs", "num_seeds", "epochs_policy", "epochs_critic", "batch_size",
                  "buffer_size", "eval_interval", "num_eval_episodes", "max_num_segments", "num_basis", "n_layer",
@@ -499,30 +499,6 @@ def make_train(args: Args) -> Program:
 # Host loop: chunks, evaluation, logging, checkpoints
 
 
-def _checkpoint_manager(run_dir: pathlib.Path):
-    import orbax.checkpoint as ocp
-
-    return ocp.CheckpointManager(run_dir.resolve() / "checkpoints",
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-
-def _save(mgr, chunk: int, state, meta: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mgr.save(chunk, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    mgr.wait_until_finished()
-
-
-def _restore(mgr, state_like):
-    import orbax.checkpoint as ocp
-
-    chunk = mgr.latest_step()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state_like)
-    out = mgr.restore(chunk, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                     meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
-
-
 def _to_host(tree) -> dict[str, np.ndarray]:
     return {n: np.asarray(v, np.float64) for n, v in tree.items()}
 
@@ -554,12 +530,10 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
     render_final = _render_final if render_final is None else render_final
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
     run_dir = args.run_dir
-    if args.resume and not any((run_dir / "checkpoints").glob("[0-9]*")):  # before anything is created or compiled
+    if args.resume and not ckpt.has_checkpoint(run_dir):  # before anything is created or compiled
         raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    args_json = dataclasses.asdict(args)
-    for name in ("resume", "compile_cache", "video"):  # may change between a run and its resumption
-        args_json.pop(name)
+    args_json = ckpt.run_flags(args)
     keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
     eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
     opts = task.compiler_options()
@@ -567,17 +541,12 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
         state = jax.eval_shape(jax.vmap(init), keys)
     else:
         state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
-    mgr = _checkpoint_manager(run_dir) if args.checkpoint_interval or args.resume else None
+    mgr = ckpt.manager(run_dir) if args.checkpoint_interval or args.resume else None
     chunk, history, wall_before = 0, [], 0.0
     if args.resume:
-        if mgr.latest_step() is None:
-            raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-        saved = saved_args(run_dir / "args.json", args)  # a flag added since counts as saved with its default
-        diff = {n: (saved.get(n), v) for n, v in json.loads(json.dumps(args_json)).items() if saved.get(n) != v}
-        if diff:
-            raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
-                             + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
-        state, meta = _restore(mgr, state)
+        # a flag added since the run was saved counts as saved with its default
+        ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
+        state, meta = ckpt.restore(mgr, state)
         chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
         say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
     else:
@@ -631,7 +600,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, prog
                   file=sys.stderr)
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
                                                              or chunk == num_chunks or chunks_run == max_chunks):
-            _save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
+            ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
     logger.close()
     summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
                "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),

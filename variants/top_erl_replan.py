@@ -159,6 +159,7 @@ def split_config(args: Args, task: envs.EpisodicTask) -> replan.SplitConfig:
 
 def make_train(args: Args) -> te.Program:
     """Static set-up: the task, the learner, the split schedule and the pure functions of one run."""
+    te.check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     if args.traj_downsample_factor != 1:
         raise ValueError(f"--traj-downsample-factor {args.traj_downsample_factor}: the replanning variant stores "

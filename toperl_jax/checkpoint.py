@@ -1,0 +1,79 @@
+"""Run directories shared by the variants: orbax checkpoints (a state pytree plus JSON metadata) and the checks
+behind `--resume` (a checkpoint exists; the saved flags equal today's).
+
+A run directory holds `args.json` (the flags, without `RUN_ONLY_FLAGS`) and `checkpoints/<step>/`. Nothing here
+runs under `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+
+RUN_ONLY_FLAGS = ("resume", "compile_cache", "video")
+"""Flags that may change between a run and its resumption; every other flag must match the saved run."""
+
+
+def run_flags(args) -> dict:
+    """The flags of the dataclass `args` that `args.json` records (JSON-normalised, without `RUN_ONLY_FLAGS`)."""
+    return {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(args))).items() if k not in RUN_ONLY_FLAGS}
+
+
+def saved_args(path: pathlib.Path, args) -> dict:
+    """A run's saved flags (`args.json` at `path`), JSON-normalised, with every field of the dataclass `args` that
+    the file lacks (a flag added after the run was saved) set to that field's default, so that old runs still
+    compare equal to the same command today."""
+    saved = json.loads(pathlib.Path(path).read_text())
+    added = {f.name: f.default for f in dataclasses.fields(args)
+             if f.name not in saved and f.default is not dataclasses.MISSING}
+    return {**json.loads(json.dumps(added)), **saved}
+
+
+def flag_diff(saved: dict, flags: dict) -> dict:
+    """{flag: (saved value, value now)} for every flag in `flags` whose saved value differs."""
+    return {n: (saved.get(n), v) for n, v in json.loads(json.dumps(flags)).items() if saved.get(n) != v}
+
+
+def check_same_flags(saved: dict, flags: dict) -> None:
+    """Raise `ValueError` naming every flag whose value differs from the saved run's."""
+    diff = flag_diff(saved, flags)
+    if diff:
+        raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
+                         + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
+
+
+def has_checkpoint(run_dir: pathlib.Path) -> bool:
+    """Whether `run_dir/checkpoints` holds a finished checkpoint (a step directory; orbax's temporaries don't
+    count). Cheap: creates and loads nothing."""
+    ckpt = pathlib.Path(run_dir) / "checkpoints"
+    return ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+
+def manager(run_dir: pathlib.Path):
+    """The orbax `CheckpointManager` of `run_dir/checkpoints` (keeps the last 2)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManager(pathlib.Path(run_dir).resolve() / "checkpoints",
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+
+def save(mgr, step: int, state, meta: dict) -> None:
+    """Write `state` and the JSON-able `meta` as checkpoint `step` and wait until it is on disk."""
+    import orbax.checkpoint as ocp
+
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    mgr.wait_until_finished()
+
+
+def restore(mgr, state_like):
+    """The latest checkpoint as (state with the structure, shapes and dtypes of `state_like` — arrays or
+    `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , meta dict)."""
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state_like)
+    out = mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                 meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
