@@ -4,9 +4,10 @@
     python benchmarks/reproduce.py --suite box-dense --num-seeds 8          # on a GPU: the paper's box pushing
     python benchmarks/reproduce.py --suite reach --num-seeds 2 --iterations 40   # unknown flags go to the variant
     python benchmarks/reproduce.py --suite reach --aggregate-only           # re-aggregate existing runs only
+    python benchmarks/reproduce.py --suite reach-switch --num-seeds 4       # replanning vs TOP-ERL (CPU, issue 6)
 
-A suite is a variant preset (`--task`) plus the task's metrics and the paper's numbers. For every variant in
-`--variants` (a script `variants/<name>.py` with `parse_args(argv)` and `run(args, verbose=...)`, as
+A suite is a variant preset (`--task`, or per-variant preset flags) plus the task's metrics and the paper's
+numbers. For every variant in `--variants` (default: the suite's; a script `variants/<name>.py` with `parse_args(argv)` and `run(args, verbose=...)`, as
 `variants/top_erl.py`) the seeds `--seed … --seed + --num-seeds − 1` are trained in groups of
 `--seeds-per-run` vmapped seeds (the variant's `--num-seeds`), each group in its own run directory
 `<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A group whose `summary.json` shows all iterations done is skipped;
@@ -86,6 +87,13 @@ class Suite:
     """metric key -> the paper's values (TOP-ERL first, then baselines at the end of their curves)"""
     paper_note: str = ""
     unavailable: str = ""
+    variants: tuple[str, ...] = ("top_erl",)
+    """the variants a plain `--suite` run trains (`--variants` overrides)"""
+    presets: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """variant -> the flags that select its preset, where they are not `--task <task>`"""
+
+    def preset_argv(self, variant: str) -> list[str]:
+        return list(self.presets.get(variant, ("--task", self.task)))
 
 
 SUCCESS = "eval/is_success"
@@ -102,6 +110,14 @@ SUITES: dict[str, Suite] = {
         metrics=(Metric(SUCCESS, "success rate", True, (0.5, 0.8, 0.9)),
                  Metric("eval/distance", "final fingertip distance (m)", False, (0.05, 0.02))),
         paper_note="none: `reach` is this project's CPU-sized task; the paper has no reaching result"),
+    "reach-switch": Suite(
+        task="reach-switch", seeds_per_run=4, variants=("top_erl", "top_erl_replan"),
+        presets={"top_erl": ("--task", "reach", "--env", "reacher-switch")},
+        metrics=(Metric(SUCCESS, "success rate", True, (0.3, 0.5, 0.8)),
+                 Metric("eval/distance", "final fingertip distance (m)", False, (0.05, 0.02))),
+        paper_note="none: the goal-switching reacher is this project's task (issue 6: replanning vs TOP-ERL, same "
+                   "budget); top_erl = the `reach` preset on `reacher-switch`, top_erl_replan = its `reach-switch` "
+                   "preset (2 equal splits)"),
     "box-dense": Suite(
         task="box-dense", seeds_per_run=4, metrics=(Metric(SUCCESS, "success rate", True, (0.5, 0.7, 0.8)),),
         paper={SUCCESS: (PaperPoint("TOP-ERL", 0.5e7, 0.70), PaperPoint("TOP-ERL", 4e7, 0.84),
@@ -129,8 +145,9 @@ SUITES: dict[str, Suite] = {
         paper={SUCCESS: (PaperPoint("TOP-ERL", 0.7e7, 0.95), PaperPoint("TOP-ERL", 2.1e7, 0.985),
                          *_baselines(2.1e7, TCE=0.97, BBRL=0.91, gSDE=0.88, PPO=0.86, SAC=0.85, PINK=0.91,
                                      GTrXL=0.82))},
-        unavailable="the Meta-World MT50 tasks are not implemented in toperl_jax.envs yet, and no variant has a "
-                    "Meta-World preset; this suite runs once both exist"),
+        unavailable="only the 10 MT10 tasks of Meta-World are ported to toperl_jax.envs so far (one task per run: "
+                    "`python variants/top_erl.py --task metaworld --env metaworld-<name>`); this suite runs once all "
+                    "50 exist"),
 }
 
 RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "--resume")
@@ -140,10 +157,11 @@ RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "
 class Args:
     """Run a benchmark suite (or only aggregate its existing runs) and write CSV, table and plot."""
 
-    suite: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "metaworld-mt50"] = "reach"
+    suite: Literal["reach", "reach-switch", "box-dense", "box-sparse", "hopper-jump", "metaworld-mt50"] = "reach"
     """which suite: a variant preset plus its metrics and the paper's reference numbers"""
-    variants: tuple[str, ...] = ("top_erl",)
-    """variant scripts under variants/ (same `parse_args` / `run` API as variants/top_erl.py)"""
+    variants: tuple[str, ...] | None = None
+    """variant scripts under variants/ (same `parse_args` / `run` API as variants/top_erl.py); default: the
+    suite's (top_erl; reach-switch: top_erl and top_erl_replan)"""
     seed: int = 0
     """first seed"""
     num_seeds: int = 8
@@ -284,7 +302,7 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             parent = pathlib.Path(cfg.logdir) / cfg.suite / variant
             name = f"seeds{s0}-{s0 + n - 1}"
             run_dir = parent / name
-            argv = ["--task", suite.task, *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir", str(parent),
+            argv = [*suite.preset_argv(variant), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir", str(parent),
                     "--run-name", name]
             vargs = mod.parse_args(argv)
             summary_path = run_dir / "summary.json"
@@ -546,6 +564,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, extra = tyro.cli(Args, args=argv, return_unknown_args=True)
     suite = SUITES[cfg.suite]
+    cfg = dataclasses.replace(cfg, variants=cfg.variants or suite.variants)
     if suite.task is None:
         raise SystemExit(f"--suite {cfg.suite}: cannot run yet: {suite.unavailable}")
     for name, value in (("num_seeds", cfg.num_seeds), ("reps", cfg.reps), ("seeds_per_run", cfg.seeds_per_run or 1)):

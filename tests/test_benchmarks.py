@@ -4,6 +4,7 @@ One tiny training run (2 vmapped seeds, 4 iterations, the same shapes as tests/t
 persistent compilation cache is shared) feeds every end-to-end test; the others use fixed synthetic logs.
 """
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -210,6 +211,20 @@ def test_aggregate_only_with_paper_markers(tmp_path):
     assert f"| top_erl | 8 | 2M | {_numpy_iqm(finals):.3f} [" in table
     assert "≈0.84 at 40M" in table and "TCE 0.63" in table
     _png_size((tmp_path / "out" / "bench_box-dense" / "curves.png").read_bytes())
+
+
+def test_reach_switch_suite_gives_both_variants_the_same_budget():
+    """The replanning comparison (issue 6): plain TOP-ERL on the goal-switching reacher vs the replanning preset,
+    with every shared knob equal, so the only difference is the splits."""
+    suite = rp.SUITES["reach-switch"]
+    assert suite.variants == ("top_erl", "top_erl_replan")
+    plain = rp.load_variant("top_erl").parse_args(suite.preset_argv("top_erl"))
+    replan = rp.load_variant("top_erl_replan").parse_args(suite.preset_argv("top_erl_replan"))
+    assert plain.env == replan.env == "reacher-switch"
+    assert replan.n_splits == 2
+    shared = set(dataclasses.asdict(plain)) & set(dataclasses.asdict(replan)) - {"task", "run_name"}
+    assert {"iterations", "num_envs", "epochs_critic", "lr_policy"} <= shared
+    assert {k: getattr(plain, k) for k in shared} == {k: getattr(replan, k) for k in shared}
 
 
 def test_errors_name_the_problem(tmp_path):
