@@ -130,7 +130,7 @@ def make_learner(s: Shapes, bf16: bool, micro_batch: int) -> U.Learner:
 def random_buffer(s: Shapes, rng: np.random.Generator) -> buffer_lib.TrajectoryBuffer:
     n, T, dof = s.batch, s.T, s.num_dof
     k = dof * (s.num_basis + 1)
-    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
     ep = buffer_lib.Episode(states=f(n, T, s.state_dim), actions=f(n, T, 2 * dof), rewards=f(n, T),
                             dones=jnp.zeros((n, T), bool), desired_pos=f(n, T, dof), desired_vel=f(n, T, dof),
                             init_time=jnp.zeros(n), init_pos=f(n, dof), init_vel=f(n, dof), params_mean=f(n, k),
@@ -151,7 +151,7 @@ def bench_task(name: str, args: Args, micro_batch: int) -> dict:
     cstate = U.init_critic_state(learner, jax.random.fold_in(key, 1), args.num_critics)
     pstate = U.init_policy_state(learner, jax.random.fold_in(key, 2))
     h0 = U.initial_entropy(learner, pstate.old_params, buf.data.states[:, 0])
-    keys = lambda i: jax.random.fold_in(key, 100 + i)  # noqa: E731
+    keys = lambda i: jax.random.fold_in(key, 100 + i)
     out = {"task": name, "micro_batch": micro_batch, "shapes": dataclasses.asdict(s),
            "token_budget_critic": seg_lib.token_budget(s.T, extra_row=True),
            "token_budget_policy": seg_lib.token_budget(s.T, extra_row=False)}

@@ -45,7 +45,7 @@ def bench_mjx(task, batch: int, repeats: int) -> tuple[float, float]:
         k1, k2 = jax.random.split(key)
         states = jax.vmap(task.reset)(jax.random.split(k1, batch))
         desired = 0.5 * jax.random.normal(k2, (batch, T, 2 * dof))
-        final, tr = jax.vmap(task.rollout)(states, desired)
+        _, tr = jax.vmap(task.rollout)(states, desired)
         return tr.rewards.sum()
 
     r = time_jitted(run, lambda i: (jax.random.PRNGKey(i),), repeats)

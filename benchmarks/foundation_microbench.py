@@ -49,7 +49,7 @@ def main(args: Args):
     mp = ProDMPConfig(num_dof=args.num_dof, num_basis=args.num_basis, tau=2.0, dt=0.02)
     proj = ProjectionConfig(mean_bound=0.05, cov_bound=5e-4, total_train_steps=35000)
 
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
     weights = f32(rng.normal(size=(args.batch, k)))
     times = f32(np.arange(1, args.steps + 1) * 0.02)
     init_pos, init_vel = f32(rng.normal(size=(args.batch, args.num_dof))), f32(rng.normal(size=(args.batch, args.num_dof)))

@@ -392,6 +392,17 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
         use_projection=args.projection, enforce_initial_condition=args.initial_condition_enforcement)
 
 
+def nan_like(fn, *a):
+    """The metrics (second output) of `fn(*a)` as float32 NaN, for an iteration or update that is skipped."""
+    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), jax.eval_shape(fn, *a)[1])
+
+
+def as_f32(out):
+    """(state, metrics) with the metrics cast to float32 (so both branches of a `lax.cond` agree)."""
+    state, metrics = out
+    return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+
+
 class Program(NamedTuple):
     """What `make_train` builds: pure single-seed functions (vmap them over seeds, jit them) and the statics."""
 
@@ -439,14 +450,6 @@ def make_train(args: Args) -> Program:
                           critic=updates.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
                           buffer=buffer_lib.init(args.buffer_size, example),
                           initial_entropy=jnp.full((), jnp.nan), key=key)
-
-    def nan_like(fn, *a):
-        """Metrics of `fn(*a)` as float32 NaN (for iterations that skip an update)."""
-        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), jax.eval_shape(fn, *a)[1])
-
-    def as_f32(out):
-        state, metrics = out
-        return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
     def iteration(state: TrainState, it):
         """Iteration `it` (1-based, shared by all seeds so that the update gates stay real branches)."""

@@ -193,13 +193,6 @@ def make_train(args: Args) -> te.Program:
                              buffer=buffer_lib.init(args.buffer_size, example),
                              initial_entropy=jnp.full((), jnp.nan), key=key)
 
-    def nan_like(fn, *a):
-        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), jax.eval_shape(fn, *a)[1])
-
-    def as_f32(out):
-        state, metrics = out
-        return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
-
     def iteration(state: te.TrainState, it):
         """Iteration `it` (1-based): rollout, buffer add, critic steps, policy steps (as TOP-ERL's)."""
         key, k_roll, k_crit, k_pol = jax.random.split(state.key, 4)
@@ -210,18 +203,18 @@ def make_train(args: Args) -> te.Program:
                        state.initial_entropy)
 
         def critic_fn(c):
-            return as_f32(replan.critic_update(learner, ru, c, buffer, state.policy.params, state.policy.old_params,
+            return te.as_f32(replan.critic_update(learner, ru, c, buffer, state.policy.params, state.policy.old_params,
                                                it, h0, k_crit, args.epochs_critic))
 
         critic, c_metrics = lax.cond(it >= args.critic_update_from, critic_fn,
-                                     lambda c: (c, nan_like(critic_fn, c)), state.critic)
+                                     lambda c: (c, te.nan_like(critic_fn, c)), state.critic)
 
         def policy_fn(p):
-            return as_f32(replan.policy_update(learner, ru, p, buffer, critic.params, it, h0, k_pol,
+            return te.as_f32(replan.policy_update(learner, ru, p, buffer, critic.params, it, h0, k_pol,
                                                args.epochs_policy))
 
         policy, p_metrics = lax.cond(it >= args.policy_update_from, policy_fn,
-                                     lambda p: (p, nan_like(policy_fn, p)), state.policy)
+                                     lambda p: (p, te.nan_like(policy_fn, p)), state.policy)
         metrics = {**{f"rollout/{n}": jnp.mean(v) for n, v in stats.items()},
                    **{f"critic/{n}": jnp.mean(v) for n, v in c_metrics.items()},
                    **{f"policy/{n}": jnp.mean(v) for n, v in p_metrics.items()}}
@@ -233,7 +226,7 @@ def make_train(args: Args) -> te.Program:
 
         def body(s, i):
             it = first_it + i
-            return lax.cond(it <= args.iterations, iteration, lambda s_, it_: (s_, nan_like(iteration, s_, it_)),
+            return lax.cond(it <= args.iterations, iteration, lambda s_, it_: (s_, te.nan_like(iteration, s_, it_)),
                             s, it)
 
         return lax.scan(body, state, jnp.arange(args.eval_interval, dtype=jnp.int32))
