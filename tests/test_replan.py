@@ -277,6 +277,13 @@ def test_presets_follow_top_erl_and_upstream():
                                        split_sizes=())
     with pytest.raises(SystemExit):
         tr.parse_args(["--task", "box"])
+    # Meta-World (upstream shared_meta "final"): TOP-ERL's metaworld preset with 3 equal splits of the learner's
+    # 100 steps, critic updates from iteration 2, 20k iterations.
+    mw, mw_te = tr.PRESETS["metaworld"], te.PRESETS["metaworld"]
+    changed = {n for n in base_fields if getattr(mw, n) != getattr(mw_te, n)}
+    assert changed == {"critic_update_from", "iterations"} and (mw.critic_update_from, mw.iterations) == (2, 20000)
+    assert (mw.n_splits, mw.split_strategy, mw.traj_downsample_factor, mw.relative_goal) == (3, "equal", 5, True)
+    assert tr.parse_args(["--task", "metaworld", "--env", "metaworld-door-open"]).env == "metaworld-door-open"
 
 
 @pytest.mark.parametrize("change, flag", [
@@ -284,11 +291,44 @@ def test_presets_follow_top_erl_and_upstream():
     ({"split_sizes": (25, 25)}, "--split-sizes"),
     ({"n_splits": 60}, "--n-splits"),
     ({"batch_size": 9000}, "--batch-size"),
-    ({"traj_downsample_factor": 5}, "--traj-downsample-factor"),
+    ({"traj_downsample_factor": 3}, "--traj-downsample-factor"),  # does not divide T = 50
+    ({"traj_downsample_factor": 5, "max_num_segments": 10, "n_splits": 11}, "--n-splits"),  # splits live on the learner's 10 steps
 ])
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
         tr.make_train(dataclasses.replace(tr.Args(), **change))
+
+
+def test_downsampled_replanning_stores_the_learner_grid():
+    """`--traj-downsample-factor F` (the Meta-World preset's 5): the env replans at step F·σ_j, the buffer holds
+    T_env / F steps with the split starts σ_j on that grid (upstream stores them on the env grid, spec bug 6),
+    and the learner's ProDMP, decoded at its coarse times from the stored boundary condition of each split,
+    reproduces the stored actions of the steps the split owns."""
+    F = 5
+    args = dataclasses.replace(tr.PRESETS["reach-switch"], **TINY, traj_downsample_factor=F,
+                               max_num_segments=10)
+    program = tr.make_train(args)
+    learner, task = program.learner, program.task
+    assert learner.T == task.episode_length // F == 10
+    params = jax.jit(program.init)(jax.random.PRNGKey(0)).policy.params
+    key = jax.random.PRNGKey(5)
+    rep, _, _ = jax.jit(lambda p, k: program.rollout(p, k, 3, True))(params, key)
+    full, _, _ = jax.jit(lambda p, k: program.rollout(p, k, 3, True, full_rate=True))(params, key)
+    np.testing.assert_array_equal(rep.split_start, [[0, 5]] * 3)
+    np.testing.assert_array_equal(full.split_start, [[0, 25]] * 3)  # where the env replanned
+    ep, dof, dt_c = rep.episode, task.num_dof, np.float32(task.dt * F)
+    assert ep.states.shape[1] == ep.actions.shape[1] == ep.rewards.shape[1] == 10
+    np.testing.assert_array_equal(ep.states[:, 5], full.episode.states[:, 25])  # the decision state s_{σ_1}
+    np.testing.assert_array_equal(rep.split_init_pos, full.split_init_pos)
+    np.testing.assert_array_equal(rep.split_init_pos[:, 1], ep.desired_pos[:, 5])
+    np.testing.assert_allclose(ep.rewards.sum(1), full.episode.rewards.sum(1) / F, rtol=1e-5)
+    for j, (s, e) in enumerate(((0, 5), (5, 10))):
+        times = dt_c * jnp.arange(s + 1, e + 1, dtype=jnp.float32)  # t_k = (k + 1)·F·dt for k = s … e − 1
+        pos, vel = prodmp_trajectory(learner.mp, ep.params_mean[:, j], times, jnp.float32(s) * dt_c,
+                                     rep.split_init_pos[:, j], rep.split_init_vel[:, j])
+        np.testing.assert_allclose(pos, ep.actions[:, s:e, :dof], atol=2e-5)
+        np.testing.assert_allclose(vel, ep.actions[:, s:e, dof:], atol=2e-4)
+    assert not np.allclose(ep.params_mean[:, 1], ep.params_mean[:, 0])
 
 
 def _chunk(program, seed=0):
@@ -326,6 +366,7 @@ def test_one_split_reproduces_top_erl():
      "policy_completion": "continuing", "reuse_noise": True},
     {"n_splits": 2, "critic_completion": "continuing", "policy_completion": "truncated", "policy_init": "split",
      "micro_batch": 0},
+    {"n_splits": 3, "traj_downsample_factor": 5, "max_num_segments": 10},  # as the Meta-World preset
 ])
 def test_replanning_iterations_update_every_split(change):
     """Two iterations with N > 1 on the goal-switching reacher: finite losses, the policy moves, and the buffer
@@ -345,3 +386,19 @@ def test_replanning_iterations_update_every_split(change):
     moved = jax.tree.leaves(jax.tree.map(lambda a, c: np.abs(np.asarray(a) - np.asarray(c)).max(),
                                          state.policy.params, state0.policy.params))
     assert max(moved) > 0
+
+
+@pytest.mark.slow  # minutes each on a 2-core CPU (compiling the paper-sized programs)
+@pytest.mark.parametrize("task", ["box-dense", "hopper-jump", "metaworld"])
+def test_paper_presets_run_without_nan(task, tmp_path):
+    """Smoke test of the replanning presets at the full upstream shapes: 2 iterations with critic and policy
+    updates switched on from the start, through the host loop."""
+    args = dataclasses.replace(tr.PRESETS[task], iterations=2, eval_interval=2, critic_update_from=1,
+                               policy_update_from=1, num_eval_episodes=8, logdir=str(tmp_path),
+                               checkpoint_interval=0)
+    s = tr.run(args, verbose=False)
+    final = s["per_seed"][0]["final"]
+    assert final["iteration"] == 2
+    assert all(np.isfinite(v) for v in final.values()), final
+    for leaf in jax.tree.leaves((s["state"].policy.params, s["state"].critic.params)):
+        assert np.isfinite(np.asarray(leaf)).all()

@@ -5,6 +5,7 @@
     python variants/top_erl_replan.py --task box-dense             # upstream "final": fixed splits [50, 20, 30]
     python variants/top_erl_replan.py --task box-dense-switch      # the same on the goal-switching box pushing
     python variants/top_erl_replan.py --task hopper-jump           # upstream "final": 2 equal splits
+    python variants/top_erl_replan.py --task metaworld --env metaworld-door-open  # upstream "final": 3 equal splits
     python variants/top_erl_replan.py --split-strategy random --n-splits 3 --policy-completion continuing
 
 Plain TOP-ERL draws one ProDMP trajectory at the start of an episode. Here the episode of T steps is cut into
@@ -70,7 +71,8 @@ class Args(te.Args):
     """TOP-ERL with replanning: every TOP-ERL flag, plus the split schedule and the completion strategies.
     The defaults are the `reach-switch` preset; `--task` selects another preset, other flags override it."""
 
-    task: Literal["reach-switch", "reach", "box-dense", "box-dense-switch", "hopper-jump"] = "reach-switch"
+    task: Literal["reach-switch", "reach", "box-dense", "box-dense-switch", "hopper-jump", "metaworld"] = \
+        "reach-switch"
     """preset: task plus hyperparameters (flags given alongside override the preset)"""
     env: str = "reacher-switch"
     """environment (`toperl_jax.envs.task_names()`); set by the preset"""
@@ -128,6 +130,12 @@ PRESETS: dict[str, Args] = {
     "hopper-jump": _from_top_erl("hopper-jump", n_splits=2, split_strategy="equal",
                                  critic_completion="overconfident", policy_completion="overconfident",
                                  policy_init="segment"),
+    # Upstream shared_meta "final": 3 equal splits of the learner's 100 steps (env: 500 steps, F = 5), q = v =
+    # overconfident, rel_shift_time 0, critic updates from iteration 2, 20k iterations; the rest is TOP-ERL's
+    # metaworld preset (one `--env metaworld-<name>` per run).
+    "metaworld": _from_top_erl("metaworld", n_splits=3, split_strategy="equal", critic_completion="overconfident",
+                               policy_completion="overconfident", policy_init="segment", critic_update_from=2,
+                               iterations=20000),
 }
 
 
@@ -146,11 +154,13 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def split_config(args: Args, task: envs.EpisodicTask) -> replan.SplitConfig:
-    """The split schedule; errors name the flag (raised before anything is compiled)."""
+    """The split schedule on the learner's grid of T_env / F steps (`--traj-downsample-factor` F); errors name the
+    flag (raised before anything is compiled)."""
     if args.split_strategy != "fixed" and args.split_sizes:
         raise ValueError(f"--split-sizes is only used with --split-strategy fixed (got {args.split_strategy})")
-    return replan.SplitConfig(T=task.episode_length, n_splits=args.n_splits, strategy=args.split_strategy,
-                              sizes=tuple(args.split_sizes) or None, min_length=args.split_min_length)
+    return replan.SplitConfig(T=task.episode_length // args.traj_downsample_factor, n_splits=args.n_splits,
+                              strategy=args.split_strategy, sizes=tuple(args.split_sizes) or None,
+                              min_length=args.split_min_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,27 +171,36 @@ def make_train(args: Args) -> te.Program:
     """Static set-up: the task, the learner, the split schedule and the pure functions of one run."""
     te.check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
-    if args.traj_downsample_factor != 1:
-        raise ValueError(f"--traj-downsample-factor {args.traj_downsample_factor}: the replanning variant stores "
-                         "full-rate episodes (its Meta-World preset, which would need it, does not exist yet)")
     te.check_args(args, task)
     splits = split_config(args, task)
+    F = args.traj_downsample_factor
+    fine_sizes = None if splits.static_sizes() is None else tuple(F * n for n in splits.static_sizes())
     learner = te.make_learner(args, task)
     ru = replan.ReplanUpdates(critic_completion=args.critic_completion, policy_completion=args.policy_completion,
                               critic_init="segment" if args.initial_condition_enforcement else "split",
                               policy_init=args.policy_init)
-    T, dof, k = task.episode_length, task.num_dof, learner.mp.num_params
+    T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
 
-    def rollout(policy_params, key, num_episodes: int, deterministic: bool):
-        """`num_episodes` fresh episodes with replanning at the split starts: (ReplanEpisode [n, ...], final env
-        states, per-episode stats {name: [n]}). Key use as TOP-ERL's rollout (N = 1 gives its numbers)."""
+    def rollout(policy_params, key, num_episodes: int, deterministic: bool, full_rate: bool = False):
+        """`num_episodes` fresh episodes with replanning at the split starts: (ReplanEpisode [n, ...] as the
+        learner stores it, final env states, per-episode stats {name: [n]} of the whole env episode). Key use as
+        TOP-ERL's rollout (N = 1 gives its numbers).
+
+        With F = `--traj-downsample-factor` > 1 the splits σ_j live on the learner's grid of T_env / F steps: the
+        env replans at step F·σ_j, and the episode is stored downsampled (`buffer.downsample_episode`) with the
+        split starts σ_j, so that the decision state s_{σ_j} and the boundary condition (desired pos/vel at
+        σ_j) are the stored entries at index σ_j. (Upstream stores the split starts on the 500-step env grid
+        next to 100-step arrays, spec replanning.md bug 6.) `full_rate`: keep the env's T_env steps (rendering)."""
         k_reset, k_w = jax.random.split(key)
         start = jax.vmap(task.reset)(jax.random.split(k_reset, num_episodes))
         sigma = replan.split_starts(splits, jax.random.fold_in(key, 0x5B17))
         rep, final, ro = replan.rollout(task, learner.mp, lambda obs: learner.policy.apply(policy_params, obs),
-                                        start, sigma, k_w, deterministic, args.reuse_noise, splits.static_sizes())
+                                        start, F * sigma, k_w, deterministic, args.reuse_noise, fine_sizes)
         if args.reward_redistribution:
             rep = rep.replace(episode=rep.episode.replace(rewards=jax.vmap(task.mdp_rewards)(ro)))
+        if not full_rate:
+            rep = rep.replace(episode=buffer_lib.downsample_episode(rep.episode, F),
+                              split_start=jnp.broadcast_to(sigma, rep.split_start.shape))
         stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
         return rep, final, stats
 
@@ -259,7 +278,7 @@ def _render_final(args: Args, program: te.Program, state, run_dir: pathlib.Path,
         task = program.task
         params = jax.tree.map(lambda x: x[0], state.policy.params)
         key = jax.random.PRNGKey(args.seed)
-        rep, _, _ = jax.jit(lambda p, k: program.rollout(p, k, 1, True))(params, key)
+        rep, _, _ = jax.jit(lambda p, k: program.rollout(p, k, 1, True, full_rate=True))(params, key)
         start = task.reset(jax.random.split(jax.random.split(key)[0], 1)[0])  # the rollout's reset key
         states = jax.jit(lambda s, d: render.episode_states(task, s, d))(start, rep.episode.actions[0])
         path = render.render_episode(task, states, run_dir / "final.mp4")
