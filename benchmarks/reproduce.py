@@ -7,8 +7,8 @@
     python benchmarks/reproduce.py --suite reach-switch --num-seeds 4       # replanning vs TOP-ERL (CPU, issue 6)
 
 A suite is a variant preset (`--task`, or per-variant preset flags) plus the task's metrics and the paper's
-numbers. For every variant in `--variants` (default: the suite's; a script `variants/<name>.py` with `parse_args(argv)` and `run(args, verbose=...)`, as
-`variants/top_erl.py`) the seeds `--seed … --seed + --num-seeds − 1` are trained in groups of
+numbers. For every variant in `--variants` (default: the suite's; a script `variants/<name>.py` with
+`parse_args(argv)` and `run(args, verbose=...)`, as `variants/top_erl.py`) the seeds `--seed … --seed + --num-seeds − 1` are trained in groups of
 `--seeds-per-run` vmapped seeds (the variant's `--num-seeds`), each group in its own run directory
 `<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A group whose `summary.json` shows all iterations done is skipped;
 one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running the same command.
@@ -302,8 +302,8 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             parent = pathlib.Path(cfg.logdir) / cfg.suite / variant
             name = f"seeds{s0}-{s0 + n - 1}"
             run_dir = parent / name
-            argv = [*suite.preset_argv(variant), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir", str(parent),
-                    "--run-name", name]
+            argv = [*suite.preset_argv(variant), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir",
+                    str(parent), "--run-name", name]
             vargs = mod.parse_args(argv)
             summary_path = run_dir / "summary.json"
             if (run_dir / "args.json").exists():
