@@ -198,7 +198,7 @@ def make_train(args: Args) -> te.Program:
                                         start, F * sigma, k_w, deterministic, args.reuse_noise, fine_sizes)
         if args.reward_redistribution:
             rep = rep.replace(episode=rep.episode.replace(rewards=jax.vmap(task.mdp_rewards)(ro)))
-        if not full_rate:
+        if F > 1 and not full_rate:  # F = 1: the episode and σ are stored as they are
             rep = rep.replace(episode=buffer_lib.downsample_episode(rep.episode, F),
                               split_start=jnp.broadcast_to(sigma, rep.split_start.shape))
         stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
