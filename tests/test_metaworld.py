@@ -1,4 +1,5 @@
-"""Meta-World MT10 in MJX against the original Meta-World 3.1.1 (MuJoCo 3.3.0, float64).
+"""Meta-World in MJX (MT10 and the further tasks in MORE) against the original Meta-World 3.1.1 (MuJoCo 3.3.0,
+float64).
 
 Reference data: tests/fixtures/metaworld/<task>.npz, written by benchmarks/metaworld_fixtures.py in a venv
 with the original Meta-World (states along noisy scripted-policy episodes: qpos, qvel, mocap pose, action,
@@ -26,8 +27,19 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metaworld"
 MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
         "peg-insert-side", "window-open", "window-close")
+MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown-wall", "reach-wall",
+        "push-wall", "pick-place-wall", "plate-slide", "plate-slide-side", "plate-slide-back",
+        "plate-slide-back-side", "handle-press", "handle-press-side", "handle-pull", "handle-pull-side",
+        "faucet-open", "faucet-close", "coffee-button", "door-lock", "door-unlock")
+"""Further MT50 tasks ported (benchmarks/metaworld_fixtures.py MORE)."""
+TASKS = MT10 + MORE
+RESET_KEYS = ("goal", "obj_init_pos", "body_pos", "obj_to_target_init", "handle_init_pos")
+"""Episode constants that Meta-World fixes at reset and never changes (compared with our reset_to's)."""
+RESET_ATOL = {"push-wall": 1e-3}
+"""push-wall's goal z is the puck's z after the hand reset (as push's): the puck rests 0.56 mm deeper in the
+table in Meta-World (cylinder-box contact) than on our model (prism-plane), and each task uses its own."""
 CTX_KEYS = ("goal", "obj_init_pos", "init_tcp", "init_left_pad", "init_right_pad", "peg_head_pos_init",
-            "window_handle_pos_init", "obj_to_target_init", "body_pos")
+            "window_handle_pos_init", "obj_to_target_init", "body_pos", "handle_init_pos")
 
 
 @functools.cache
@@ -44,8 +56,13 @@ def _fixture(name):
 
 @functools.cache
 def _evaluated(name):
-    """Our (current obs [n, 18], reward [n], success [n]) on the fixture's states."""
+    """Our (current obs [n, 18], reward [n], success [n]) on the fixture's n states and, where the fixture has the
+    episodes' first observations, our start of each of its e episodes: {"reset_obs": [e, 18], constant: [e, ...]}
+    as `reset_to(rand_vec)` computes them (episode_init, kinematics, episode_context, observation), evaluated as
+    e extra rows of the same program (a second program would double the kinematics' compile time)."""
     from mujoco import mjx
+
+    from toperl_jax.envs.metaworld.sawyer import MOCAP_QUAT
 
     task, fx = _task(name), _fixture(name)
 
@@ -56,42 +73,83 @@ def _evaluated(name):
         cur = task.current_obs(data)
         obs39 = task.clip_obs(jnp.concatenate([cur, prev, ctx["goal"]]))
         reward, success = task.evaluate(data, obs39, action, ctx)
-        return cur, reward, success
+        return cur, reward, success, task.episode_context(data, ctx)
 
     def f32(k):
         x = jnp.asarray(fx[k], jnp.float32)
         return x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x
 
+    n = len(fx["reward"])
+    rows = [f32("qpos"), f32("qvel"), f32("mocap_pos"), f32("mocap_quat"), f32("action"), f32("obs")[:, 18:36]]
     ctx = {k: f32(k) for k in CTX_KEYS if k in fx}
+    defined = ()
+    if "reset_obs" in fx:
+        episodes, first, index = np.unique(fx["rand_vec"], axis=0, return_index=True, return_inverse=True)
+        starts = [task.episode_init(jnp.asarray(r, jnp.float32)) for r in episodes]
+        ours = {k: jnp.stack([jnp.asarray(c[k], jnp.float32) for _, _, c in starts]) for k in starts[0][2]}
+        defined = jax.eval_shape(lambda c: task.episode_context(mjx.make_data(task.mjx_model), c),
+                                 {k: v[0] for k, v in ours.items()}).keys()
+        e = len(episodes)
+        start_rows = [jnp.stack([q for q, _, _ in starts]), jnp.stack([v for _, v, _ in starts]),
+                      jnp.tile(jnp.asarray(task.hand_reset.mocap_pos, jnp.float32), (e, 1)),
+                      jnp.tile(jnp.asarray(MOCAP_QUAT, jnp.float32), (e, 1)), jnp.zeros((e, 4)), jnp.zeros((e, 18))]
+        rows = [jnp.concatenate([x, y]) for x, y in zip(rows, start_rows)]
+        # fixture rows: the fixture's constants (ours where it has none); start rows: ours (the fixture's where
+        # our task defines none, which its reward then does not read)
+        ctx = {k: jnp.concatenate([ctx[k] if k in ctx else ours[k][index.ravel()],
+                                   ours[k] if k in ours else ctx[k][first]]) for k in set(ctx) | set(ours)}
     run = jax.jit(jax.vmap(one), compiler_options=task.compiler_options())
-    out = run(f32("qpos"), f32("qvel"), f32("mocap_pos"), f32("mocap_quat"), f32("action"), f32("obs")[:, 18:36],
-              ctx)
-    return tuple(np.asarray(x, np.float64) for x in out)
+    cur, reward, success, consts = jax.tree.map(lambda x: np.asarray(x, np.float64), run(*rows, ctx))
+    start = {"reset_obs": cur[n:], **{k: consts[k][n:] for k in RESET_KEYS if k in defined}}
+    return cur[:n], reward[:n], success[:n], start
 
 
-@pytest.mark.parametrize("name", MT10)
+@pytest.mark.parametrize("name", TASKS)
 def test_observation_matches_metaworld(name):
-    cur, _, _ = _evaluated(name)
+    cur = _evaluated(name)[0]
     ref = _fixture(name)["obs"][:, :18]
     np.testing.assert_allclose(cur, ref, atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", MT10)
+@pytest.mark.parametrize("name", TASKS)
 def test_reward_and_success_match_metaworld(name):
-    _, reward, success = _evaluated(name)
+    _, reward, success, _ = _evaluated(name)
     fx = _fixture(name)
     assert np.all(success == fx["success"]), np.nonzero(success != fx["success"])
     np.testing.assert_allclose(reward, fx["reward"], atol=1e-4, rtol=1e-4)
     assert np.ptp(fx["reward"]) > 0.5  # the recorded states span the reward's range, not one plateau
 
 
-@pytest.mark.parametrize("name", MT10)
+@pytest.mark.parametrize("name", MORE)
+def test_episode_constants_match_metaworld(name):
+    """`reset_to(Meta-World's random vector)` gives the episode constants Meta-World's reset_model set."""
+    start, fx = _evaluated(name)[3], _fixture(name)
+    index = np.unique(fx["rand_vec"], axis=0, return_inverse=True)[1].ravel()
+    compared = [k for k in start if k != "reset_obs" and k in fx]
+    assert "goal" in compared
+    for k in compared:
+        np.testing.assert_allclose(start[k][index].reshape(fx[k].shape), fx[k], atol=RESET_ATOL.get(name, 1e-5),
+                                   rtol=0, err_msg=k)
+
+
+@pytest.mark.parametrize("name", MORE)
+def test_first_observation_matches_metaworld(name):
+    """The episode's first observation (hand, gripper, objects) from `reset_to(rand_vec)` is Meta-World's, up to
+    the hand reset's difference (tcp within 2 mm, test below). faucet-open: Meta-World's is stale (see _Faucet)."""
+    if name == "faucet-open":
+        pytest.skip("Meta-World's first observation is stale (the faucet where the previous episode had it)")
+    fx = _fixture(name)
+    index = np.unique(fx["rand_vec"], axis=0, return_inverse=True)[1].ravel()
+    np.testing.assert_allclose(_evaluated(name)[3]["reset_obs"][index], fx["reset_obs"], atol=3e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", TASKS)
 def test_hand_reset_matches_metaworld(name):
     """Our start (Meta-World's 50-step hand reset simulated on our model) puts the tcp where Meta-World's does."""
     np.testing.assert_allclose(_task(name).hand_reset.tcp, _fixture(name)["init_tcp"][0], atol=2e-3)
 
 
-@pytest.mark.parametrize("name", MT10)
+@pytest.mark.parametrize("name", TASKS)
 def test_reset_samples_within_metaworld_ranges(name):
     task = _task(name)
     keys = jax.random.split(jax.random.PRNGKey(0), 256)
@@ -100,7 +158,7 @@ def test_reset_samples_within_metaworld_ranges(name):
     assert np.all(rand >= low - 1e-7) and np.all(rand <= high + 1e-7)
     spread = np.ptp(rand, 0)
     assert np.all(spread[high - low > 1e-3] > 0.8 * (high - low)[high - low > 1e-3])
-    if name in ("reach", "push", "pick-place"):
+    if name in ("reach", "push", "pick-place", "reach-wall", "push-wall", "pick-place-wall"):
         assert np.linalg.norm(rand[:, :2] - rand[:, 3:5], axis=1).min() >= 0.15
     if name == "peg-insert-side":
         assert np.linalg.norm(rand[:, :2] - rand[:, 3:5], axis=1).min() >= 0.1

@@ -37,6 +37,27 @@ _REGISTRY: dict[str, tuple[str, dict]] = {
     "metaworld-peg-insert-side": ("toperl_jax.envs.metaworld.tasks:PegInsertSide", {}),
     "metaworld-window-open": ("toperl_jax.envs.metaworld.tasks:WindowOpen", {}),
     "metaworld-window-close": ("toperl_jax.envs.metaworld.tasks:WindowClose", {}),
+    # further MT50 tasks (docs/metaworld.md)
+    "metaworld-door-close": ("toperl_jax.envs.metaworld.tasks:DoorClose", {}),
+    "metaworld-button-press": ("toperl_jax.envs.metaworld.tasks:ButtonPress", {}),
+    "metaworld-button-press-wall": ("toperl_jax.envs.metaworld.tasks:ButtonPressWall", {}),
+    "metaworld-button-press-topdown-wall": ("toperl_jax.envs.metaworld.tasks:ButtonPressTopdownWall", {}),
+    "metaworld-reach-wall": ("toperl_jax.envs.metaworld.tasks:ReachWall", {}),
+    "metaworld-push-wall": ("toperl_jax.envs.metaworld.tasks:PushWall", {}),
+    "metaworld-pick-place-wall": ("toperl_jax.envs.metaworld.tasks:PickPlaceWall", {}),
+    "metaworld-plate-slide": ("toperl_jax.envs.metaworld.tasks:PlateSlide", {}),
+    "metaworld-plate-slide-side": ("toperl_jax.envs.metaworld.tasks:PlateSlideSide", {}),
+    "metaworld-plate-slide-back": ("toperl_jax.envs.metaworld.tasks:PlateSlideBack", {}),
+    "metaworld-plate-slide-back-side": ("toperl_jax.envs.metaworld.tasks:PlateSlideBackSide", {}),
+    "metaworld-handle-press": ("toperl_jax.envs.metaworld.tasks:HandlePress", {}),
+    "metaworld-handle-press-side": ("toperl_jax.envs.metaworld.tasks:HandlePressSide", {}),
+    "metaworld-handle-pull": ("toperl_jax.envs.metaworld.tasks:HandlePull", {}),
+    "metaworld-handle-pull-side": ("toperl_jax.envs.metaworld.tasks:HandlePullSide", {}),
+    "metaworld-faucet-open": ("toperl_jax.envs.metaworld.tasks:FaucetOpen", {}),
+    "metaworld-faucet-close": ("toperl_jax.envs.metaworld.tasks:FaucetClose", {}),
+    "metaworld-coffee-button": ("toperl_jax.envs.metaworld.tasks:CoffeeButton", {}),
+    "metaworld-door-lock": ("toperl_jax.envs.metaworld.tasks:DoorLock", {}),
+    "metaworld-door-unlock": ("toperl_jax.envs.metaworld.tasks:DoorUnlock", {}),
 }
 
 

@@ -1,5 +1,5 @@
-"""Meta-World (Sawyer, mocap control) tasks in MJX: see sawyer.py (shared task), tasks.py (MT10), assets.py
-(the model, built from the installed `metaworld` package) and docs/metaworld.md."""
+"""Meta-World (Sawyer, mocap control) tasks in MJX: see sawyer.py (shared task), tasks.py (MT10 and more),
+assets.py (the model, built from the installed `metaworld` package) and docs/metaworld.md."""
 
 from toperl_jax.envs.metaworld.sawyer import SawyerTask, xla_cpu_options
 from toperl_jax.envs.metaworld.tasks import TASKS
@@ -8,4 +8,10 @@ MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close
         "peg-insert-side", "window-open", "window-close")
 """Meta-World's MT10 task names (registered as `metaworld-<name>`)."""
 
-__all__ = ["MT10", "TASKS", "SawyerTask", "xla_cpu_options"]
+MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown-wall", "reach-wall", "push-wall",
+        "pick-place-wall", "plate-slide", "plate-slide-side", "plate-slide-back", "plate-slide-back-side",
+        "handle-press", "handle-press-side", "handle-pull", "handle-pull-side", "faucet-open", "faucet-close",
+        "coffee-button", "door-lock", "door-unlock")
+"""Further MT50 tasks ported beyond MT10 (registered as `metaworld-<name>` too)."""
+
+__all__ = ["MORE", "MT10", "TASKS", "SawyerTask", "xla_cpu_options"]
