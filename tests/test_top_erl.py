@@ -49,6 +49,8 @@ def test_presets_reproduce_upstream_configs():
         assert (p.dropout, p.use_layer_norm, p.relative_pos, p.double_critic) == (0.0, True, False, False)
         assert (p.old_policy_rate, p.critic_tau, p.entropy_eq, p.discount) == (0.005, 0.005, False, 1.0)
         assert (p.eval_interval, p.num_eval_episodes, p.random_init) == (100, 152, True)
+    for p in (box, sparse, hop, te.PRESETS["metaworld"]):
+        assert not p.anneal_lr_policy  # not an upstream option; only the reach preset anneals
     assert (box.mean_bound, box.buffer_size, box.env) == (0.05, 5000, "box-pushing-dense")
     assert (sparse.mean_bound, sparse.buffer_size, sparse.env) == (0.005, 7000, "box-pushing-sparse")
     assert (hop.lr_policy, hop.lr_critic, hop.wd_policy, hop.wd_critic) == (1e-4, 1e-4, 5e-5, 5e-5)
@@ -203,33 +205,34 @@ def test_paper_presets_run_without_nan(task, tmp_path):
 
 
 def test_reach_learns(tmp_path):
-    """A reduced reach run (60 iterations of the preset with 10 instead of 20 critic steps, about 2 minutes on 2
-    cores) clearly beats the initial policy: the mean policy's return rises and its final distance to the goal
-    shrinks. (The issue asks for the success rate to rise by a large margin within minutes; no reduced
-    configuration tried gets there — docs/top_erl.md; `test_reach_preset_reaches_success` (slow) checks it on
-    the full preset.)"""
-    args = dataclasses.replace(te.Args(), iterations=60, epochs_critic=10, eval_interval=30, num_eval_episodes=64,
-                               checkpoint_interval=0, logdir=str(tmp_path))
+    """A reduced reach configuration clearly beats the random initial policy in a few minutes: the preset for 200
+    instead of 400 iterations, with a 32-wide one-layer critic (about 3× cheaper per step) trained 40 instead of
+    20 steps per iteration (about 4 minutes on a free core). The mean policy's success rate goes from 0 to ≥ 0.25
+    (measured: 0.66 for seed 0, the test's, and 0.55 for seed 1; without the policy-lr annealing seeds 0-3 gave
+    0.73 / 0.47 / 0.52 / 0.28; docs/top_erl.md). 413 s on one core beside other jobs."""
+    args = dataclasses.replace(te.Args(), iterations=200, n_embd=32, n_layer=1, n_head=2, epochs_critic=40,
+                               eval_interval=100, num_eval_episodes=64, checkpoint_interval=0, logdir=str(tmp_path))
     h = te.run(args, verbose=False)["history"]
     before, after = h[0], h[-1]
-    assert after["iteration"] == 60
-    assert after["eval/return"][0] > before["eval/return"][0] + 3.0, (before, after)  # measured: -7.35 -> -0.69
-    assert after["eval/distance"][0] < 0.8 * before["eval/distance"][0], (before, after)  # 0.153 -> 0.088 m
+    assert after["iteration"] == 200
+    assert before["eval/is_success"][0] == 0.0
+    assert after["eval/is_success"][0] >= 0.25, (before, after)
+    assert after["eval/distance"][0] < 0.5 * before["eval/distance"][0], (before, after)  # measured 0.153 -> 0.017 m
 
 
 @pytest.mark.slow
 def test_reach_preset_reaches_success(tmp_path):
     """The issue's success bar as a test: the default preset (`python variants/top_erl.py`, seed 0; about 14 minutes
-    on 2 cores) takes the mean policy from 0 % success to a mean of ≥ 75 % over the last three evaluations
-    (iterations 360-400; measured in run e6, docs/top_erl.md: 0.00 -> 0.88 / 0.85 / 0.95). The mean of three,
-    because one evaluation swings (seed 1: 0.34 between 0.77 and 0.74) and another machine's XLA numerics
-    give another trajectory of the same seed."""
+    on 2 free cores) takes the mean policy from 0 % success to a mean of ≥ 85 % over the last three evaluations
+    (iterations 360-400; measured 2026-11-22 with the quickstart command: 0.00 -> 0.92 / 0.96 / 0.95). The mean of
+    three, because one evaluation swings and another machine's XLA numerics give another trajectory of the same
+    seed (4 seeds of the preset end at 0.91-0.98, docs/results.md)."""
     args = dataclasses.replace(te.Args(), checkpoint_interval=0, logdir=str(tmp_path))
     h = te.run(args, verbose=False)["history"]
     assert h[0]["eval/is_success"][0] == 0.0
     last = [e["eval/is_success"][0] for e in h[-3:]]
     assert [e["iteration"] for e in h[-3:]] == [360, 380, 400]
-    assert np.mean(last) >= 0.75, last
+    assert np.mean(last) >= 0.85, last
 
 
 def test_anneal_lr_policy_decays_to_zero():
