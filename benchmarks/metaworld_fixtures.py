@@ -29,6 +29,10 @@ MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown
         "plate-slide-back-side", "handle-press", "handle-press-side", "handle-pull", "handle-pull-side",
         "faucet-open", "faucet-close", "coffee-button", "door-lock", "door-unlock")
 """Tasks beyond MT10 ported so far (in the order they were ported)."""
+REST = ("dial-turn", "lever-pull", "coffee-push", "coffee-pull", "box-close", "peg-unplug-side", "push-back",
+        "sweep", "sweep-into", "soccer", "pick-out-of-hole", "shelf-place", "basketball", "bin-picking",
+        "hand-insert", "hammer", "stick-push", "stick-pull", "assembly", "disassemble")
+"""The remaining MT50 tasks ported so far (in the order they were ported)."""
 EPISODE_BODY = {"door-open": "door", "drawer-open": "drawer", "drawer-close": "drawer",
                 "button-press-topdown": "box", "peg-insert-side": "box", "window-open": "window",
                 "window-close": "window",
@@ -36,14 +40,20 @@ EPISODE_BODY = {"door-open": "door", "drawer-open": "drawer", "drawer-close": "d
                 "button-press-topdown-wall": "box", "plate-slide": "puck_goal", "plate-slide-back-side": "puck_goal",
                 "handle-press": "box", "handle-press-side": "box", "handle-pull": "box", "handle-pull-side": "box",
                 "faucet-open": "faucetBase", "faucet-close": "faucetBase",
-                "coffee-button": "coffee_machine", "door-lock": "door", "door-unlock": "door"}
+                "coffee-button": "coffee_machine", "door-lock": "door", "door-unlock": "door",
+                "dial-turn": "dial", "lever-pull": "lever", "coffee-push": "coffee_machine",
+                "coffee-pull": "coffee_machine", "box-close": "boxbody", "peg-unplug-side": "box",
+                "soccer": "goal_whole", "shelf-place": "shelf", "basketball": "basket_goal", "assembly": "peg",
+                "disassemble": "peg"}
 NOISE = {"handle-press-side": 0.1}
 """Per-task policy noise (default --noise): with 0.3 handle-press-side's policy reaches no success state among the
 recorded steps."""
 CONSTANTS = {"goal": "_target_pos", "obj_init_pos": "obj_init_pos", "init_tcp": "init_tcp",
              "init_left_pad": "init_left_pad", "init_right_pad": "init_right_pad",
              "peg_head_pos_init": "peg_head_pos_init", "window_handle_pos_init": "window_handle_pos_init",
-             "obj_to_target_init": "_obj_to_target_init", "handle_init_pos": "_handle_init_pos"}
+             "obj_to_target_init": "_obj_to_target_init", "handle_init_pos": "_handle_init_pos",
+             "dial_push_position": "dial_push_position", "target_to_obj_init": "_target_to_obj_init",
+             "stick_init_pos": "stick_init_pos"}
 
 
 def make_env(task: str, seed: int):
@@ -90,7 +100,7 @@ def record(task: str, seed: int, episodes: int, every: int, noise: float) -> dic
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default=",".join(MT10 + MORE))
+    p.add_argument("--tasks", default=",".join(MT10 + MORE + REST))
     p.add_argument("--out", default=str(pathlib.Path(__file__).parents[1] / "tests/fixtures/metaworld"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=2)

@@ -1,5 +1,5 @@
-"""Meta-World in MJX (MT10 and the further tasks in MORE) against the original Meta-World 3.1.1 (MuJoCo 3.3.0,
-float64).
+"""Meta-World in MJX (MT10 and the further tasks in MORE and REST: all of MT50) against the original Meta-World
+3.1.1 (MuJoCo 3.3.0, float64).
 
 Reference data: tests/fixtures/metaworld/<task>.npz, written by benchmarks/metaworld_fixtures.py in a venv
 with the original Meta-World (states along noisy scripted-policy episodes: qpos, qvel, mocap pose, action,
@@ -32,14 +32,33 @@ MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown
         "plate-slide-back-side", "handle-press", "handle-press-side", "handle-pull", "handle-pull-side",
         "faucet-open", "faucet-close", "coffee-button", "door-lock", "door-unlock")
 """Further MT50 tasks ported (benchmarks/metaworld_fixtures.py MORE)."""
-TASKS = MT10 + MORE
-RESET_KEYS = ("goal", "obj_init_pos", "body_pos", "obj_to_target_init", "handle_init_pos")
+REST = ("dial-turn", "lever-pull", "coffee-push", "coffee-pull", "box-close", "peg-unplug-side", "push-back",
+        "sweep", "sweep-into", "soccer", "pick-out-of-hole", "shelf-place", "basketball", "bin-picking",
+        "hand-insert", "hammer", "stick-push", "stick-pull", "assembly", "disassemble")
+"""The remaining MT50 tasks ported (benchmarks/metaworld_fixtures.py REST)."""
+TASKS = MT10 + MORE + REST
+STALE_FIRST_OBS = {"faucet-open": "the faucet", "dial-turn": "the dial", "lever-pull": "the lever"}
+"""Tasks whose first observation in Meta-World is stale: the object where the previous reset had drawn it (the body
+is moved without a forward)."""
+FIRST_OBS_QUAT_ATOL = {"coffee-push": 0.05, "coffee-pull": 0.05, "disassemble": 0.05}
+"""Object-quaternion tolerance of the first observation where the object settles differently during the hand reset:
+the mug (dropped from 0.1 m at qpos0) comes to rest in Meta-World yawed by ~3.4 degrees and tilted by ~0.5 degree
+(cylinder on the table box, MuJoCo 3.3), upright on our model (prism on the table plane); disassemble's nut is
+nudged (~0.8 degree yaw in one of the two recorded episodes) by the peg, which during Meta-World's hand reset stands
+where the reset's first, discarded draw put it (reset_model runs twice per reset), at its XML place in ours."""
+RESET_KEYS = ("goal", "obj_init_pos", "body_pos", "obj_to_target_init", "handle_init_pos", "stick_init_pos")
 """Episode constants that Meta-World fixes at reset and never changes (compared with our reset_to's)."""
-RESET_ATOL = {"push-wall": 1e-3}
+RESET_ATOL = {"push-wall": 1e-3, "push-back": 1e-4, "sweep-into": 1e-4, "shelf-place": 1e-4}
 """push-wall's goal z is the puck's z after the hand reset (as push's): the puck rests 0.56 mm deeper in the
-table in Meta-World (cylinder-box contact) than on our model (prism-plane), and each task uses its own."""
+table in Meta-World (cylinder-box contact) than on our model (prism-plane), and each task uses its own; the blocks
+of push-back and shelf-place (box-box there, box-plane here) and sweep-into (box-box in both) rest 0.03 mm deeper."""
+MIN_XY_DISTANCE = {"coffee-push": 0.15, "coffee-pull": 0.15, "box-close": 0.25, "push-back": 0.15, "soccer": 0.15,
+                   "pick-out-of-hole": 0.15, "shelf-place": 0.1, "basketball": 0.15, "hand-insert": 0.15,
+                   "stick-push": 0.1, "stick-pull": 0.1, "assembly": 0.1, "disassemble": 0.1}
+"""Meta-World's rejection rules of REST's resets: the random vector is redrawn while |rand[:2] - rand[3:5]| is below."""
 CTX_KEYS = ("goal", "obj_init_pos", "init_tcp", "init_left_pad", "init_right_pad", "peg_head_pos_init",
-            "window_handle_pos_init", "obj_to_target_init", "body_pos", "handle_init_pos")
+            "window_handle_pos_init", "obj_to_target_init", "body_pos", "handle_init_pos", "dial_push_position",
+            "target_to_obj_init", "stick_init_pos")
 
 
 @functools.cache
@@ -67,8 +86,10 @@ def _evaluated(name):
     task, fx = _task(name), _fixture(name)
 
     def one(qpos, qvel, mocap_pos, mocap_quat, action, prev, ctx):
+        # ctrl as Meta-World's step sets it (read by stick-push's full forward pass; kinematics ignore it)
         data = mjx.make_data(task.mjx_model).replace(qpos=qpos, qvel=qvel, mocap_pos=mocap_pos[None],
-                                                     mocap_quat=mocap_quat[None])
+                                                     mocap_quat=mocap_quat[None],
+                                                     ctrl=jnp.stack([action[3], -action[3]]))
         data = task.kinematics(task.model_for(ctx), data)
         cur = task.current_obs(data)
         obs39 = task.clip_obs(jnp.concatenate([cur, prev, ctx["goal"]]))
@@ -120,7 +141,7 @@ def test_reward_and_success_match_metaworld(name):
     assert np.ptp(fx["reward"]) > 0.5  # the recorded states span the reward's range, not one plateau
 
 
-@pytest.mark.parametrize("name", MORE)
+@pytest.mark.parametrize("name", MORE + REST)
 def test_episode_constants_match_metaworld(name):
     """`reset_to(Meta-World's random vector)` gives the episode constants Meta-World's reset_model set."""
     start, fx = _evaluated(name)[3], _fixture(name)
@@ -132,15 +153,20 @@ def test_episode_constants_match_metaworld(name):
                                    rtol=0, err_msg=k)
 
 
-@pytest.mark.parametrize("name", MORE)
+@pytest.mark.parametrize("name", MORE + REST)
 def test_first_observation_matches_metaworld(name):
     """The episode's first observation (hand, gripper, objects) from `reset_to(rand_vec)` is Meta-World's, up to
-    the hand reset's difference (tcp within 2 mm, test below). faucet-open: Meta-World's is stale (see _Faucet)."""
-    if name == "faucet-open":
-        pytest.skip("Meta-World's first observation is stale (the faucet where the previous episode had it)")
+    the hand reset's difference (tcp within 2 mm, test below). STALE_FIRST_OBS: Meta-World's is stale."""
+    if name in STALE_FIRST_OBS:
+        pytest.skip(f"Meta-World's first observation is stale ({STALE_FIRST_OBS[name]} where the previous reset "
+                    "had it)")
     fx = _fixture(name)
     index = np.unique(fx["rand_vec"], axis=0, return_inverse=True)[1].ravel()
-    np.testing.assert_allclose(_evaluated(name)[3]["reset_obs"][index], fx["reset_obs"], atol=3e-3, rtol=0)
+    ours, ref = _evaluated(name)[3]["reset_obs"][index], fx["reset_obs"]
+    quat = np.zeros(18, bool)
+    quat[7:11] = name in FIRST_OBS_QUAT_ATOL
+    np.testing.assert_allclose(ours[:, ~quat], ref[:, ~quat], atol=3e-3, rtol=0)
+    np.testing.assert_allclose(ours[:, quat], ref[:, quat], atol=FIRST_OBS_QUAT_ATOL.get(name, 0.0), rtol=0)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -162,6 +188,10 @@ def test_reset_samples_within_metaworld_ranges(name):
         assert np.linalg.norm(rand[:, :2] - rand[:, 3:5], axis=1).min() >= 0.15
     if name == "peg-insert-side":
         assert np.linalg.norm(rand[:, :2] - rand[:, 3:5], axis=1).min() >= 0.1
+    if name in MIN_XY_DISTANCE:
+        assert np.linalg.norm(rand[:, :2] - rand[:, 3:5], axis=1).min() >= MIN_XY_DISTANCE[name]
+    if name == "sweep-into":  # against its fixed goal
+        assert np.linalg.norm(rand[:, :2] - np.array([0.0, 0.84]), axis=1).min() >= 0.15
     # Meta-World's own episodes lie in the same ranges
     ref = _fixture(name)["rand_vec"]
     assert np.all(ref >= low - 1e-9) and np.all(ref <= high + 1e-9)

@@ -14,4 +14,9 @@ MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown
         "coffee-button", "door-lock", "door-unlock")
 """Further MT50 tasks ported beyond MT10 (registered as `metaworld-<name>` too)."""
 
-__all__ = ["MORE", "MT10", "TASKS", "SawyerTask", "xla_cpu_options"]
+REST = ("dial-turn", "lever-pull", "coffee-push", "coffee-pull", "box-close", "peg-unplug-side", "push-back",
+        "sweep", "sweep-into", "soccer", "pick-out-of-hole", "shelf-place", "basketball", "bin-picking",
+        "hand-insert", "hammer", "stick-push", "stick-pull", "assembly", "disassemble")
+"""The remaining MT50 tasks ported so far (registered as `metaworld-<name>` too)."""
+
+__all__ = ["MORE", "MT10", "REST", "TASKS", "SawyerTask", "xla_cpu_options"]

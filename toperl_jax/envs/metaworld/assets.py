@@ -14,8 +14,8 @@ collision work a task needs:
     the plain mean), margin = max, gap = max;
   * cylinder geoms that take part in a pair with a box/mesh (MJX has no cylinder-box collision) are
     replaced by convex prisms (meshes with `CYLINDER_SIDES` sides, same radius, half-height and pose);
-    MJX has no contact margin for meshes, so pairs with such a prism get margin 0 (the fingers' 1 mm margin
-    is dropped there);
+    MJX has no contact margin for meshes, so pairs with such a prism or with one of the model's own (convex)
+    meshes get margin 0 (the fingers' 1 mm margin is dropped there);
   * the hand's collision mesh `eGripperBase` (6693 vertices) is replaced by a box of its local bounding
     box where a task needs hand contacts;
   * the table top (a 1.4 x 0.8 x 0.92 m box, top at z = 0) collides as a plane at z = 0 with its
@@ -185,7 +185,8 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
             mesh.uservert = _prism_vertices(radius, half_height, CYLINDER_SIDES).ravel().tolist()
             geom.type = mujoco.mjtGeom.mjGEOM_MESH
             geom.meshname = mesh.name
-    meshes = {n for n in involved if orig.geom_type[gid[n]] == mujoco.mjtGeom.mjGEOM_CYLINDER}
+    meshes = {n for n in involved if orig.geom_type[gid[n]] == mujoco.mjtGeom.mjGEOM_CYLINDER
+              or (orig.geom_type[gid[n]] == mujoco.mjtGeom.mjGEOM_MESH and n not in (HAND_MESH_GEOM, TABLE_GEOM))}
     for (a, b), p in zip(pairs, params):
         if {a, b} & meshes:  # MJX has no margin/gap for mesh collisions
             p = {**p, "margin": 0.0, "gap": 0.0}

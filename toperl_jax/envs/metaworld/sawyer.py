@@ -122,6 +122,10 @@ class SawyerTask(EpisodicTask):
     """A world-fixed body that Meta-World moves per episode through model.body_pos (drawer, door, ...)."""
     option: tuple[tuple[str, float], ...] = ()
     """mjOption overrides (none by default: Meta-World's solver settings)."""
+    mesh_geom_quat: tuple[tuple[str, tuple[float, float, float, float]], ...] = ()
+    """(geom name, quaternion) pairs: Meta-World's (MuJoCo 3.3's) frame orientation of mesh geoms whose orientation
+    is observed. MuJoCo aligns a mesh geom's frame with the mesh's principal axes, and for (nearly) symmetric meshes
+    MuJoCo 4 picks axes that differ from 3.3's by up to ~1e-3 rad; `geom_frame` uses these instead."""
 
     # -- common --------------------------------------------------------------------------------------------
     num_dof = 4
@@ -212,6 +216,11 @@ class SawyerTask(EpisodicTask):
         """Constants that need the forwarded start state (default: none)."""
         return ctx
 
+    def advance_context(self, data: mjx.Data, obs: jax.Array, ctx: dict) -> dict:
+        """Episode constants that Meta-World fixes at the first reward evaluation of an episode (default: none);
+        called by `apply_action` before `evaluate` (obs: the clipped 39)."""
+        return ctx
+
     def objects(self, data: mjx.Data) -> jax.Array:
         """[14] object positions and quaternions (zero-padded), as the task's `_get_pos/quat_objects`."""
         raise NotImplementedError
@@ -228,6 +237,7 @@ class SawyerTask(EpisodicTask):
         m = self.mj_model
         body = int(m.geom_bodyid[m.geom(name).id])
         pos, quat = assets.original_geom_frames(self.xml)[name]
+        quat = np.asarray(dict(self.mesh_geom_quat).get(name, quat), np.float64)
         rot = np.zeros(9)
         mujoco.mju_quat2Mat(rot, quat / np.linalg.norm(quat))
         bmat = data.xmat[body]
@@ -327,6 +337,7 @@ class SawyerTask(EpisodicTask):
         time_step = state.time_step + 1
         cur = self.current_obs(d)
         obs39, obs = self._observe(cur, ctx["prev_obs"], ctx["goal"], time_step)
+        ctx = self.advance_context(d, obs39, ctx)
         reward, success = self.evaluate(d, obs39, action, ctx)
         reward = jnp.where(stable, reward, 0.0).astype(jnp.float32)
         success = (success & stable).astype(jnp.float32)
