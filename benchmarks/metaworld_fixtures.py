@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+# The task lists of toperl_jax.envs.metaworld, repeated because this script runs where toperl_jax is not installed
+# (tests/test_metaworld.py checks that they are equal).
 MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
         "peg-insert-side", "window-open", "window-close")
 MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown-wall", "reach-wall",

@@ -25,17 +25,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
                                 reason="metaworld assets not installed (pip install --no-deps metaworld==3.1.1)")
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metaworld"
-MT10 = ("reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
-        "peg-insert-side", "window-open", "window-close")
-MORE = ("door-close", "button-press", "button-press-wall", "button-press-topdown-wall", "reach-wall",
-        "push-wall", "pick-place-wall", "plate-slide", "plate-slide-side", "plate-slide-back",
-        "plate-slide-back-side", "handle-press", "handle-press-side", "handle-pull", "handle-pull-side",
-        "faucet-open", "faucet-close", "coffee-button", "door-lock", "door-unlock")
-"""Further MT50 tasks ported (benchmarks/metaworld_fixtures.py MORE)."""
-REST = ("dial-turn", "lever-pull", "coffee-push", "coffee-pull", "box-close", "peg-unplug-side", "push-back",
-        "sweep", "sweep-into", "soccer", "pick-out-of-hole", "shelf-place", "basketball", "bin-picking",
-        "hand-insert", "hammer", "stick-push", "stick-pull", "assembly", "disassemble")
-"""The remaining MT50 tasks ported (benchmarks/metaworld_fixtures.py REST)."""
+from toperl_jax.envs.metaworld import MORE, MT10, REST  # noqa: E402  (MT10, then the other 40 MT50 tasks)
+
 TASKS = MT10 + MORE + REST
 STALE_FIRST_OBS = {"faucet-open": "the faucet", "dial-turn": "the dial", "lever-pull": "the lever"}
 """Tasks whose first observation in Meta-World is stale: the object where the previous reset had drawn it (the body
@@ -165,6 +156,17 @@ def test_first_observation_matches_metaworld(name):
     quat[7:11] = name in FIRST_OBS_QUAT_ATOL
     np.testing.assert_allclose(ours[:, ~quat], ref[:, ~quat], atol=3e-3, rtol=0)
     np.testing.assert_allclose(ours[:, quat], ref[:, quat], atol=FIRST_OBS_QUAT_ATOL.get(name, 0.0), rtol=0)
+
+
+def test_fixture_generator_lists_the_same_tasks():
+    """benchmarks/metaworld_fixtures.py runs in Meta-World's own venv (no toperl_jax there), so it keeps its own
+    task lists; they must be the package's."""
+    spec = importlib.util.spec_from_file_location("mw_fixtures", pathlib.Path(__file__).parents[1] / "benchmarks"
+                                                  / "metaworld_fixtures.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (gen.MT10, gen.MORE, gen.REST) == (MT10, MORE, REST)
+    assert sorted(p.stem for p in FIXTURES.glob("*.npz")) == sorted(TASKS)
 
 
 @pytest.mark.parametrize("name", TASKS)
