@@ -32,6 +32,12 @@ def _pairs(a, b) -> tuple[tuple[str, str], ...]:
     return tuple((x, y) for x in a for y in b)
 
 
+def _object_at(task, pos):
+    """The hand-reset state with the free object (the first free joint, qpos[9:12]) at `pos`, at rest."""
+    qpos = jnp.asarray(task.hand_reset.qpos, jnp.float32).at[9:12].set(pos)
+    return qpos, jnp.asarray(task.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+
+
 def _norm(x):
     return jnp.linalg.norm(x)
 
@@ -85,8 +91,7 @@ class _PuckTask(SawyerTask):
         return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= self.min_obj_goal_xy)
 
     def _place_puck(self, obj_pos):
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(obj_pos)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, obj_pos)
         return qpos, qvel
 
     def episode_init(self, rand):
@@ -997,8 +1002,7 @@ class PegInsertSide(SawyerTask):
 
     def episode_init(self, rand):
         peg, box = rand[:3], rand[3:6]
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(peg)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, peg)
         return qpos, qvel, {"goal": box + jnp.array([0.03, 0.0, 0.13]), "obj_init_pos": peg, "body_pos": box,
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32),
                             "peg_head_pos_init": jnp.asarray(self._peg_head_init, jnp.float32)}
@@ -1414,8 +1418,7 @@ class _Block(SawyerTask):
         self._geom = m.geom("objGeom").id
 
     def _place(self, obj_init, goal):
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(obj_init)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, obj_init)
         return qpos, qvel, {"goal": goal, "obj_init_pos": obj_init,
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1562,8 +1565,7 @@ class Soccer(SawyerTask):
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(0.03)])
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(ball)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, ball)
         return qpos, qvel, {"goal": rand[3:6], "obj_init_pos": ball, "body_pos": rand[3:6],
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1611,8 +1613,7 @@ class PickOutOfHole(SawyerTask):
         return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
 
     def episode_init(self, rand):
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(rand[:3])
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, rand[:3])
         return qpos, qvel, {"goal": rand[3:6], "obj_init_pos": rand[:3],
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1723,8 +1724,7 @@ class Basketball(SawyerTask):
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(self.ball_z)])
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(ball)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, ball)
         return qpos, qvel, {"goal": rand[3:6] + jnp.array([0.0, -0.083, 0.25]), "obj_init_pos": ball,
                             "body_pos": rand[3:6], "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1774,8 +1774,7 @@ class BinPicking(SawyerTask):
 
     def episode_init(self, rand):
         obj = jnp.stack([rand[0], rand[1], jnp.float32(self.hand_reset.data.xpos[self._obj][2])])
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(obj)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, obj)
         return qpos, qvel, {"goal": self._goal, "obj_init_pos": obj, "target_to_obj_init": jnp.float32(-1.0),
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1834,8 +1833,7 @@ class HandInsert(SawyerTask):
 
     def episode_init(self, rand):
         obj = jnp.stack([rand[0], rand[1], jnp.float32(0.05)])
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(obj)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, obj)
         return qpos, qvel, {"goal": rand[3:6], "obj_init_pos": obj,
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -1884,8 +1882,7 @@ class Hammer(SawyerTask):
         self._goal = jnp.asarray(self.hand_reset.data.site_xpos[m.site("goal").id], jnp.float32)
 
     def episode_init(self, rand):
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(rand)
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, rand)
         return qpos, qvel, {"goal": self._goal, "obj_init_pos": rand,
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
 
@@ -2088,8 +2085,7 @@ class _Nut(SawyerTask):
         return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.1)
 
     def episode_init(self, rand):
-        qpos = jnp.asarray(self.hand_reset.qpos, jnp.float32).at[9:12].set(rand[:3])
-        qvel = jnp.asarray(self.hand_reset.qvel, jnp.float32).at[9:15].set(0.0)
+        qpos, qvel = _object_at(self, rand[:3])
         goal, peg = self.goal_and_peg(rand)
         return qpos, qvel, {"goal": goal, "obj_init_pos": rand[:3], "body_pos": peg,
                             "init_tcp": jnp.asarray(self.hand_reset.tcp, jnp.float32)}
