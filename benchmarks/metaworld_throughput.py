@@ -32,6 +32,7 @@ def main():
     import numpy as np
 
     from toperl_jax.envs import make
+    from toperl_jax.envs.metaworld import reset_compiler_options
     from toperl_jax.mp import prodmp_trajectory
 
     path = pathlib.Path(args.json)
@@ -43,7 +44,7 @@ def main():
         times = task.action_times()[: args.steps]
         for b in (int(x) for x in args.batches.split(",")):
             keys = jax.random.split(jax.random.PRNGKey(0), b)
-            states = jax.jit(jax.vmap(task.reset), compiler_options=opts)(keys)
+            states = jax.jit(jax.vmap(task.reset), compiler_options=reset_compiler_options(opts))(keys)
             w = jax.random.normal(jax.random.PRNGKey(1), (b, cfg.num_params))
             pos, vel = jax.jit(jax.vmap(lambda w, p, v, cfg=cfg, times=times: prodmp_trajectory(cfg, w, times, 0.0, p, v)))(
                 w, states.desired_pos, states.desired_vel)

@@ -5,12 +5,16 @@
     python benchmarks/reproduce.py --suite reach --num-seeds 2 --iterations 40   # unknown flags go to the variant
     python benchmarks/reproduce.py --suite reach --aggregate-only           # re-aggregate existing runs only
     python benchmarks/reproduce.py --suite reach-switch --num-seeds 4       # replanning vs TOP-ERL (CPU, issue 6)
+    python benchmarks/reproduce.py --suite metaworld-mt50                   # on a GPU: 50 tasks × 8 seeds
+    python benchmarks/reproduce.py --suite metaworld-mt50 --tasks reach push --num-seeds 4   # a subset of tasks
 
 A suite is a variant preset (`--task`, or per-variant preset flags) plus the task's metrics and the paper's
 numbers. For every variant in `--variants` (default: the suite's; a script `variants/<name>.py` with
 `parse_args(argv)` and `run(args, verbose=...)`, as `variants/top_erl.py`) the seeds `--seed … --seed + --num-seeds − 1` are trained in groups of
 `--seeds-per-run` vmapped seeds (the variant's `--num-seeds`), each group in its own run directory
-`<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A group whose `summary.json` shows all iterations done is skipped;
+`<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A multi-task suite (`metaworld-mt50`) trains one run per task
+(`--env <prefix><task>`, upstream's grid over 50 env ids) in `<logdir>/<suite>/<variant>/<task>/seeds<a>-<b>/`,
+for the tasks of `--tasks` (default all), and aggregates over tasks × seeds. A group whose `summary.json` shows all iterations done is skipped;
 one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running the same command.
 
 The evaluation logs are read back from each run's `summary.json` (its `history`: one entry per evaluation with
@@ -21,9 +25,10 @@ per-seed values) or, for a run that has none yet, from its TensorBoard event fil
                and the env steps at which the IQM curve first reaches each threshold (plus how many seeds did);
   curves.png   IQM curves with CI bands against env steps, the paper's values as reference markers/lines;
   meta.json    the command, git commit, date, machine and the runs aggregated.
-Statistics: rliable (`metrics.aggregate_iqm` = the 25 %-trimmed mean, `library.get_interval_estimates` = the
-percentile stratified bootstrap; with one task the strata are the seeds of that task; on a curve every
-evaluation point is resampled on its own, so the band is pointwise). rliable 1.2 draws from numpy's global RNG
+Statistics: rliable (`metrics.aggregate_iqm` = the 25 %-trimmed mean over all runs = tasks × seeds,
+`library.get_interval_estimates` = the percentile stratified bootstrap: the seeds are resampled within each
+task; on a curve every evaluation point is resampled on its own, so the band is pointwise). A multi-task table
+also lists every task's final mean over its seeds. rliable 1.2 draws from numpy's global RNG
 whatever `random_state` says, so `iqm_curve_ci` seeds it (`--stats-seed`) and restores it afterwards.
 
 Paper values (specs/toperl_results.md, read off the paper's main figure by eye: ±0.02 success, ±0.01 m) are
@@ -36,6 +41,7 @@ import csv
 import dataclasses
 import datetime
 import importlib.util
+import itertools
 import json
 import pathlib
 import shlex
@@ -51,6 +57,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from timing import cpu_model
 
 from toperl_jax import checkpoint as ckpt
+from toperl_jax.envs.metaworld import MT50
 from toperl_jax.logger import git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -78,22 +85,25 @@ class PaperPoint:
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
-    task: str | None
-    """the variant preset (`--task`); None: the suite cannot run yet (`unavailable` says why)"""
+    task: str
+    """the variant preset (`--task`)"""
     metrics: tuple[Metric, ...]
     seeds_per_run: int
     """default number of seeds vmapped into one program"""
     paper: dict[str, tuple[PaperPoint, ...]] = dataclasses.field(default_factory=dict)
     """metric key -> the paper's values (TOP-ERL first, then baselines at the end of their curves)"""
     paper_note: str = ""
-    unavailable: str = ""
     variants: tuple[str, ...] = ("top_erl",)
     """the variants a plain `--suite` run trains (`--variants` overrides)"""
     presets: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """variant -> the flags that select its preset, where they are not `--task <task>`"""
+    tasks: tuple[str, ...] = ()
+    """a multi-task suite's tasks: one run per task (and seed group) with `--env <env_prefix><task>`"""
+    env_prefix: str = ""
 
-    def preset_argv(self, variant: str) -> list[str]:
-        return list(self.presets.get(variant, ("--task", self.task)))
+    def preset_argv(self, variant: str, task: str | None = None) -> list[str]:
+        argv = list(self.presets.get(variant, ("--task", self.task)))
+        return argv + ["--env", self.env_prefix + task] if task is not None else argv
 
 
 SUCCESS = "eval/is_success"
@@ -140,17 +150,17 @@ SUITES: dict[str, Suite] = {
         paper_note="Fig. 4 hopper jump (max height); TOP-ERL ≈1.91 m from ≈1.2e6 on; PPO not readable; the paper "
                    "shows no goal-distance curve"),
     "metaworld-mt50": Suite(
-        task=None, seeds_per_run=8, metrics=(Metric(SUCCESS, "success rate (aggregate of 50 tasks)", True,
-                                                    (0.9, 0.95)),),
+        task="metaworld", tasks=MT50, env_prefix="metaworld-", seeds_per_run=8, metrics=(Metric(SUCCESS, "success rate (aggregate of 50 tasks)", True,
+                                                    (0.5, 0.9, 0.95)),),
         paper={SUCCESS: (PaperPoint("TOP-ERL", 0.7e7, 0.95), PaperPoint("TOP-ERL", 2.1e7, 0.985),
                          *_baselines(2.1e7, TCE=0.97, BBRL=0.91, gSDE=0.88, PPO=0.86, SAC=0.85, PINK=0.91,
                                      GTrXL=0.82))},
-        unavailable="all 50 Meta-World tasks are in toperl_jax.envs, but this suite's loop over them (one run per "
-                    "task, aggregated over tasks) is not written yet; train one task per run with "
-                    "`python variants/top_erl.py --task metaworld --env metaworld-<name>`"),
+        paper_note="Fig. 4 Meta-World MT50 (IQM over 50 tasks × seeds); TOP-ERL ≈0.985 at the curve's end (≈2.1e7), "
+                   "≈0.95 by 0.7e7"),
 }
 
 RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "--resume")
+TASK_FLAGS = ("--env",)  # set per task by a multi-task suite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +172,8 @@ class Args:
     variants: tuple[str, ...] | None = None
     """variant scripts under variants/ (same `parse_args` / `run` API as variants/top_erl.py); default: the
     suite's (top_erl; reach-switch: top_erl and top_erl_replan)"""
+    tasks: tuple[str, ...] | None = None
+    """a multi-task suite's tasks to train and aggregate (default: all its tasks, e.g. the 50 of metaworld-mt50)"""
     seed: int = 0
     """first seed"""
     num_seeds: int = 8
@@ -197,26 +209,30 @@ def iqm(scores: np.ndarray) -> float:
 
 def iqm_curve_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IQM over seeds and its stratified-bootstrap CI for every evaluation point.
+    """IQM over all runs (seeds × tasks) and its stratified-bootstrap CI for every evaluation point.
 
     Args:
-        scores: `[num_seeds, num_evals]` one task's scores.
+        scores: `[num_seeds, num_evals]` one task's scores, or `[num_seeds, num_tasks, num_evals]`.
     Returns:
         (iqm, lower, upper), each `[num_evals]`.
     """
     from rliable import library, metrics
 
     scores = np.asarray(scores, np.float64)
-    if scores.ndim != 2 or scores.shape[0] < 1:
-        raise ValueError(f"scores must be [num_seeds >= 1, num_evals], got shape {scores.shape}")
+    if scores.ndim == 2:
+        scores = scores[:, None, :]
+    if scores.ndim != 3 or scores.shape[0] < 1 or scores.shape[1] < 1:
+        raise ValueError("scores must be [num_seeds >= 1, num_evals] or [num_seeds >= 1, num_tasks >= 1, num_evals], "
+                         f"got shape {scores.shape}")
 
-    def func(x):  # x: [seeds, 1 task, evals] (a bootstrap resample): rliable's aggregate_iqm per evaluation point,
-        # i.e. scipy.stats.trim_mean(·, 0.25), written out in numpy (scipy's per-call overhead dominated the bootstrap)
+    def func(x):  # x: [seeds, tasks, evals] (a bootstrap resample): rliable's aggregate_iqm per evaluation point,
+        # i.e. scipy.stats.trim_mean(·, 0.25) of all runs, in numpy (scipy's per-call overhead dominated the bootstrap)
         x = np.sort(x.reshape(-1, x.shape[-1]), axis=0)
         cut = int(0.25 * x.shape[0])
         return x[cut:x.shape[0] - cut].mean(axis=0)
 
-    assert np.allclose(func(scores[:, None, :]), [metrics.aggregate_iqm(c) for c in scores.T], rtol=1e-12)
+    assert np.allclose(func(scores), [metrics.aggregate_iqm(scores[..., j]) for j in range(scores.shape[-1])],
+                       rtol=1e-12)
 
     # rliable 1.2's StratifiedBootstrap draws its resampling indices from the *global* numpy RNG
     # (`np.random.choice` in `update_indices`) and ignores `random_state`; seed the global RNG for reproducible
@@ -226,7 +242,7 @@ def iqm_curve_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
     try:
         with warnings.catch_warnings():  # arch (under rliable) deprecates `random_state`; rliable 1.2 passes it
             warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-            point, ci = library.get_interval_estimates({"x": scores[:, None, :]}, func, reps=reps,
+            point, ci = library.get_interval_estimates({"x": scores}, func, reps=reps,
                                                        confidence_interval_size=confidence,
                                                        random_state=np.random.RandomState(seed))
     finally:
@@ -236,8 +252,8 @@ def iqm_curve_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
 
 def final_iqm_ci(scores: np.ndarray, reps: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[float, float, float]:
-    """(IQM, lower, upper) of `[num_seeds]` final scores."""
-    p, lo, hi = iqm_curve_ci(np.asarray(scores, np.float64)[:, None], reps, confidence, seed)
+    """(IQM, lower, upper) of `[num_seeds]` (one task) or `[num_seeds, num_tasks]` final scores."""
+    p, lo, hi = iqm_curve_ci(np.asarray(scores, np.float64)[..., None], reps, confidence, seed)
     return float(p[0]), float(lo[0]), float(hi[0])
 
 
@@ -288,21 +304,45 @@ def machine() -> str:
     return desc
 
 
+def suite_tasks(cfg: Args, suite: Suite) -> list[str | None]:
+    """The tasks to run: `[None]` for a single-task suite, else `--tasks` (default all the suite's)."""
+    if not suite.tasks:
+        if cfg.tasks is not None:
+            raise SystemExit(f"--tasks: suite {cfg.suite} has one task ({suite.task}); --tasks is for multi-task "
+                             f"suites ({', '.join(k for k, v in SUITES.items() if v.tasks)})")
+        return [None]
+    tasks = list(cfg.tasks) if cfg.tasks is not None else list(suite.tasks)
+    unknown = [t for t in tasks if t not in suite.tasks]
+    if unknown or not tasks or len(set(tasks)) < len(tasks):
+        raise SystemExit(f"--tasks: {'unknown ' + ', '.join(unknown) if unknown else 'give distinct task names'}; "
+                         f"suite {cfg.suite} has {', '.join(suite.tasks)}")
+    return tasks
+
+
+def run_parent(cfg: Args, variant: str, task: str | None) -> pathlib.Path:
+    """<logdir>/<suite>/<variant>[/<task>]: the parent of a variant's (and task's) seed-group run directories."""
+    parent = pathlib.Path(cfg.logdir) / cfg.suite / variant
+    return parent if task is None else parent / task
+
+
 def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
-    """Train every (variant, seed group) not yet complete; returns one record per group."""
-    bad = [f for f in extra if f.split("=", 1)[0] in RESERVED_FLAGS]
+    """Train every (variant, task, seed group) not yet complete; returns one record per group."""
+    reserved = RESERVED_FLAGS + (TASK_FLAGS if suite.tasks else ())
+    bad = [f for f in extra if f.split("=", 1)[0] in reserved]
     if bad:
         raise SystemExit(f"{', '.join(bad)}: set by reproduce.py (use --seed / --num-seeds / --seeds-per-run / "
-                         "--logdir of reproduce.py instead)")
+                         "--logdir" + (" / --tasks" if suite.tasks else "") + " of reproduce.py instead)")
     per_run = cfg.seeds_per_run or suite.seeds_per_run
     records = []
     for variant in cfg.variants:
         mod = load_variant(variant)
-        for s0, n in seed_groups(cfg.seed, cfg.num_seeds, per_run):
-            parent = pathlib.Path(cfg.logdir) / cfg.suite / variant
+        for task, (s0, n) in itertools.product(suite_tasks(cfg, suite),
+                                               seed_groups(cfg.seed, cfg.num_seeds, per_run)):
+            parent = run_parent(cfg, variant, task)
             name = f"seeds{s0}-{s0 + n - 1}"
             run_dir = parent / name
-            argv = [*suite.preset_argv(variant), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir",
+            what = f"{variant}{'' if task is None else ' ' + task} seeds {s0}…{s0 + n - 1}"
+            argv = [*suite.preset_argv(variant, task), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir",
                     str(parent), "--run-name", name]
             vargs = mod.parse_args(argv)
             summary_path = run_dir / "summary.json"
@@ -312,19 +352,21 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
                     raise SystemExit(f"{run_dir} holds a run with other flags (saved vs now: {diff}); pass another "
                                      "--logdir or remove it")
             if summary_path.exists() and json.loads(summary_path.read_text())["iterations_done"] >= vargs.iterations:
-                print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: complete in {run_dir}, skipped")
-                records.append({"variant": variant, "run_dir": str(run_dir), "status": "skipped (complete)"})
+                print(f"[reproduce] {what}: complete in {run_dir}, skipped")
+                records.append({"variant": variant, "task": task, "run_dir": str(run_dir),
+                                "status": "skipped (complete)"})
                 continue
             resume = ckpt.has_checkpoint(run_dir)
             if resume:
                 vargs = mod.parse_args([*argv, "--resume"])
-            print(f"[reproduce] {variant} seeds {s0}…{s0 + n - 1}: {'resuming' if resume else 'training'} in "
+            print(f"[reproduce] {what}: {'resuming' if resume else 'training'} in "
                   f"{run_dir}: {variant}.py {shlex.join(argv)}", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             info = {"argv": argv, "commit": git_commit(), "started": _now(), "machine": machine()}
             (run_dir / "reproduce.json").write_text(json.dumps(info, indent=1))
             mod.run(vargs, verbose=not cfg.quiet)
-            records.append({"variant": variant, "run_dir": str(run_dir), "status": "resumed" if resume else "trained"})
+            records.append({"variant": variant, "task": task, "run_dir": str(run_dir),
+                            "status": "resumed" if resume else "trained"})
     return records
 
 
@@ -386,21 +428,23 @@ def collect(run_dir: pathlib.Path, variant: str) -> list[dict]:
     return rows
 
 
-def collect_suite(cfg: Args) -> tuple[list[dict], list[str]]:
-    """Records of every run directory of the requested variants; duplicate seeds keep the longest run."""
+def collect_suite(cfg: Args, suite: Suite) -> tuple[list[dict], list[str]]:
+    """Records (with their "task") of every run directory of the requested variants and tasks; duplicate seeds
+    keep the longest run."""
     rows, runs = [], []
-    for variant in cfg.variants:
-        base = pathlib.Path(cfg.logdir) / cfg.suite / variant
+    for variant, task in itertools.product(cfg.variants, suite_tasks(cfg, suite)):
+        base = run_parent(cfg, variant, task)
         by_seed: dict[int, list[dict]] = {}
-        for run_dir in sorted(p for p in base.glob("*") if p.is_dir()):
+        for run_dir in sorted(p for p in base.glob("seeds*") if p.is_dir()):
             got = collect(run_dir, variant)
             if got:
                 runs.append(str(run_dir))
             for seed in sorted({r["seed"] for r in got}):
-                mine = [r for r in got if r["seed"] == seed]
+                mine = [{**r, "task": task or suite.task} for r in got if r["seed"] == seed]
                 if len(mine) > len(by_seed.get(seed, [])):
                     if seed in by_seed:
-                        print(f"[reproduce] seed {seed} of {variant} found twice; keeping the run in {run_dir}")
+                        print(f"[reproduce] seed {seed} of {variant} {task or ''} found twice; keeping the run in "
+                              f"{run_dir}")
                     by_seed[seed] = mine
         for seed in sorted(by_seed):
             rows.extend(by_seed[seed])
@@ -411,20 +455,25 @@ def collect_suite(cfg: Args) -> tuple[list[dict], list[str]]:
 # Aggregation: CSV, table, plot
 
 
-def curves(rows: list[dict], variant: str, key: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(env steps [E], scores [seeds, E], seeds) over the evaluation steps that every seed of `variant` has."""
+def curves(rows: list[dict], variant: str, key: str) -> tuple[np.ndarray, np.ndarray, list[int], list[str]]:
+    """(env steps [E], scores [seeds, tasks, E], seeds, tasks) over the seeds that every task of `variant` has and
+    the evaluation steps that every (seed, task) run has."""
     mine = [r for r in rows if r["variant"] == variant and key in r and np.isfinite(r[key])]
-    seeds = sorted({r["seed"] for r in mine})
-    if not seeds:
-        return np.zeros(0), np.zeros((0, 0)), []
-    per = {s: {r["env_steps"]: r[key] for r in mine if r["seed"] == s} for s in seeds}
-    steps = sorted(set.intersection(*[set(v) for v in per.values()]))
-    return np.array(steps, np.float64), np.array([[per[s][t] for t in steps] for s in seeds]), seeds
+    tasks = list(dict.fromkeys(r["task"] for r in mine))
+    if not tasks:
+        return np.zeros(0), np.zeros((0, 0, 0)), [], []
+    seeds = sorted(set.intersection(*[{r["seed"] for r in mine if r["task"] == t} for t in tasks]))
+    per = {(s, t): {r["env_steps"]: r[key] for r in mine if r["seed"] == s and r["task"] == t}
+           for s in seeds for t in tasks}
+    steps = sorted(set.intersection(*[set(v) for v in per.values()])) if per else []
+    scores = np.array([[[per[s, t][x] for x in steps] for t in tasks] for s in seeds]).reshape(
+        len(seeds), len(tasks), len(steps))
+    return np.array(steps, np.float64), scores, seeds, tasks
 
 
 def write_csv(rows: list[dict], path: pathlib.Path) -> None:
     metric_cols = sorted({k for r in rows for k in r if k.startswith("eval/")})
-    cols = ["variant", "seed", "iteration", "env_steps", "wall_time", "source", *metric_cols]
+    cols = ["variant", "task", "seed", "iteration", "env_steps", "wall_time", "source", *metric_cols]
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -442,24 +491,25 @@ def _fmt_steps(x: float | None) -> str:
 
 
 def aggregate(cfg: Args, suite: Suite, rows: list[dict]) -> dict:
-    """Per variant and metric: the IQM curve with CI, the final IQM with CI and the threshold crossings."""
+    """Per variant and metric: the IQM curve with CI, the final IQM with CI and the threshold crossings (counted
+    over runs: seeds, or seeds × tasks)."""
     out = {}
     for variant in cfg.variants:
         for m in suite.metrics:
-            steps, scores, seeds = curves(rows, variant, m.key)
+            steps, scores, seeds, tasks = curves(rows, variant, m.key)
             if not seeds or steps.size == 0:
                 continue
             point, lo, hi = iqm_curve_ci(scores, cfg.reps, cfg.confidence, cfg.stats_seed)
             crossings = {}
             for thr in m.thresholds:
-                per_seed = [first_reach(steps, scores[i], thr, m.higher_is_better) for i in range(len(seeds))]
+                per_run = [first_reach(steps, run, thr, m.higher_is_better) for run in scores.reshape(-1, len(steps))]
                 crossings[thr] = {"iqm_env_steps": first_reach(steps, point, thr, m.higher_is_better),
-                                  "seeds_reaching": sum(p is not None for p in per_seed)}
-            out[(variant, m.key)] = {"steps": steps, "iqm": point, "lo": lo, "hi": hi, "seeds": seeds,
+                                  "runs_reaching": sum(p is not None for p in per_run)}
+            out[(variant, m.key)] = {"steps": steps, "iqm": point, "lo": lo, "hi": hi, "seeds": seeds, "tasks": tasks,
                                      # the final CI from its own bootstrap of the last column (the curve's bands
                                      # resample each evaluation point separately)
-                                     "final": final_iqm_ci(scores[:, -1], cfg.reps, cfg.confidence, cfg.stats_seed),
-                                     "final_scores": scores[:, -1], "crossings": crossings}
+                                     "final": final_iqm_ci(scores[..., -1], cfg.reps, cfg.confidence, cfg.stats_seed),
+                                     "final_scores": scores[..., -1], "crossings": crossings}
     return out
 
 
@@ -488,8 +538,9 @@ def write_table(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path, meta: di
         better = "higher is better" if m.higher_is_better else "lower is better"
         lines += [f"## {m.label} (`{m.key}`, {better})", ""]
         op = "≥" if m.higher_is_better else "≤"
-        head = ["variant", "seeds", "env steps (final)", f"final IQM [{conf} % CI]", "paper TOP-ERL"]
-        head += [f"IQM {op} {t:g} at (seeds reaching)" for t in m.thresholds]
+        head = ["variant", "seeds × tasks" if suite.tasks else "seeds", "env steps (final)",
+                f"final IQM [{conf} % CI]", "paper TOP-ERL"]
+        head += [f"IQM {op} {t:g} at ({'runs' if suite.tasks else 'seeds'} reaching)" for t in m.thresholds]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for variant in cfg.variants:
             a = agg.get((variant, m.key))
@@ -498,13 +549,20 @@ def write_table(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path, meta: di
                              + " – |" * len(m.thresholds))
                 continue
             f, lo, hi = a["final"]
-            cells = [variant, str(len(a["seeds"])), _fmt_steps(a["steps"][-1]), f"{f:.3f} [{lo:.3f}, {hi:.3f}]",
-                     paper_reference(suite, m.key)]
+            runs = len(a["seeds"]) * len(a["tasks"])
+            cells = [variant, f"{len(a['seeds'])} × {len(a['tasks'])}" if suite.tasks else str(len(a["seeds"])),
+                     _fmt_steps(a["steps"][-1]), f"{f:.3f} [{lo:.3f}, {hi:.3f}]", paper_reference(suite, m.key)]
             for t in m.thresholds:
                 c = a["crossings"][t]
-                cells.append(f"{_fmt_steps(c['iqm_env_steps'])} ({c['seeds_reaching']}/{len(a['seeds'])})")
+                cells.append(f"{_fmt_steps(c['iqm_env_steps'])} ({c['runs_reaching']}/{runs})")
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        for variant in cfg.variants if suite.tasks else ():
+            a = agg.get((variant, m.key))
+            if a is not None:
+                per_task = a["final_scores"].mean(0)
+                lines += [f"{variant}, per task (final, mean over {len(a['seeds'])} seeds): "
+                          + ", ".join(f"{t} {v:.2f}" for t, v in zip(a["tasks"], per_task)) + ".", ""]
     others = sorted({p.method for pts in suite.paper.values() for p in pts} - {"TOP-ERL"})
     if others:
         lines.append("Paper baselines at the end of the figure's x range (drawn as grey ticks in the plot): "
@@ -529,7 +587,8 @@ def write_plot(cfg: Args, suite: Suite, agg: dict, path: pathlib.Path) -> None:
             a = agg.get((variant, m.key))
             if a is None:
                 continue
-            line, = ax.plot(a["steps"], a["iqm"], label=f"{variant} (IQM, {len(a['seeds'])} seeds)")
+            runs = f"{len(a['seeds'])} seeds" + (f" × {len(a['tasks'])} tasks" if suite.tasks else "")
+            line, = ax.plot(a["steps"], a["iqm"], label=f"{variant} (IQM, {runs})")
             ax.fill_between(a["steps"], a["lo"], a["hi"], color=line.get_color(), alpha=0.25, linewidth=0)
             xmax = max(xmax, float(a["steps"][-1]))
         pts = suite.paper.get(m.key, ())
@@ -565,8 +624,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, extra = tyro.cli(Args, args=argv, return_unknown_args=True)
     suite = SUITES[cfg.suite]
     cfg = dataclasses.replace(cfg, variants=cfg.variants or suite.variants)
-    if suite.task is None:
-        raise SystemExit(f"--suite {cfg.suite}: cannot run yet: {suite.unavailable}")
+    suite_tasks(cfg, suite)  # rejects a bad --tasks before anything runs
     for name, value in (("num_seeds", cfg.num_seeds), ("reps", cfg.reps), ("seeds_per_run", cfg.seeds_per_run or 1)):
         if value < 1:
             raise SystemExit(f"--{name.replace('_', '-')}: must be ≥ 1, got {value}")
@@ -575,7 +633,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.aggregate_only and extra:
         raise SystemExit(f"--aggregate-only takes no variant flags, got {' '.join(extra)}")
     records = [] if cfg.aggregate_only else run_suite(cfg, suite, extra)
-    rows, runs = collect_suite(cfg)
+    rows, runs = collect_suite(cfg, suite)
     if not rows:
         raise SystemExit(f"no evaluation logs under {pathlib.Path(cfg.logdir) / cfg.suite} for variants "
                          f"{', '.join(cfg.variants)}")
@@ -590,7 +648,8 @@ def main(argv: list[str] | None = None) -> dict:
     agg = aggregate(cfg, suite, rows)
     table = write_table(cfg, suite, agg, out / "table.md", meta)
     write_plot(cfg, suite, agg, out / "curves.png")
-    meta["final"] = {f"{v}|{k}": {"iqm": a["final"][0], "ci": a["final"][1:], "seeds": a["seeds"]}
+    meta["final"] = {f"{v}|{k}": {"iqm": a["final"][0], "ci": a["final"][1:], "seeds": a["seeds"],
+                                  "tasks": a["tasks"]}
                      for (v, k), a in agg.items()}
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     print(table)

@@ -227,9 +227,85 @@ def test_reach_switch_suite_gives_both_variants_the_same_budget():
     assert {k: getattr(plain, k) for k in shared} == {k: getattr(replan, k) for k in shared}
 
 
+def _write_summary(run: pathlib.Path, seeds: list[int], steps: list[int], values: np.ndarray, iterations: int):
+    """A finished run's summary.json: values [evals, seeds] of eval/is_success."""
+    run.mkdir(parents=True, exist_ok=True)
+    hist = [{"iteration": i, "env_steps": st, "eval/is_success": values[i].tolist()} for i, st in enumerate(steps)]
+    (run / "summary.json").write_text(json.dumps({"seeds": seeds, "history": hist, "iterations_done": iterations}))
+
+
+def test_multitask_suite_aggregates_over_tasks_and_seeds(tmp_path):
+    """metaworld-mt50 on synthetic logs of 3 tasks × 4 seeds: IQM over the 12 runs, the CI of rliable's
+    stratified bootstrap (seeds resampled within tasks), per-task means, a task column in the CSV."""
+    from rliable import library, metrics
+
+    rng = np.random.default_rng(5)
+    tasks, steps = ["reach", "push", "drawer-open"], [0, 500_000, 1_000_000]
+    vals = rng.uniform(0, 1, size=(3, len(steps), 4))  # [task, eval, seed]
+    vals[1] *= 0.2  # one hard task: the IQM over runs differs from the mean of per-task IQMs
+    for t, task in enumerate(tasks):
+        _write_summary(tmp_path / "runs" / "metaworld-mt50" / "top_erl" / task / "seeds0-3", [0, 1, 2, 3], steps,
+                       vals[t], 100)
+    _write_summary(tmp_path / "runs" / "metaworld-mt50" / "top_erl" / "push-wall" / "seeds0-3", [0, 1, 2, 3], steps,
+                   np.ones((3, 4)), 100)  # a task not asked for is not aggregated
+    res = rp.main(["--suite", "metaworld-mt50", "--tasks", *tasks, "--logdir", str(tmp_path / "runs"), "--out",
+                   str(tmp_path / "out"), "--aggregate-only", "--reps", "500", "--stats-seed", "4"])
+    finals = vals[:, -1, :]  # [task, seed]
+    a = res["agg"][("top_erl", rp.SUCCESS)]
+    assert a["tasks"] == tasks and a["seeds"] == [0, 1, 2, 3]
+    assert a["final"][0] == pytest.approx(_numpy_iqm(finals.ravel()), rel=1e-12)
+    np.random.seed(4)
+    ref_p, ref_ci = library.get_interval_estimates({"a": finals.T}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                                   reps=500, random_state=np.random.RandomState(4))
+    np.testing.assert_allclose(a["final"], [ref_p["a"][0], *ref_ci["a"][:, 0]], rtol=1e-12)
+    np.testing.assert_allclose(a["iqm"], [_numpy_iqm(vals[:, j].ravel()) for j in range(3)], rtol=1e-12)
+    table = res["table"]
+    assert f"| top_erl | 4 × 3 | 1M | {a['final'][0]:.3f} [" in table and "IQM ≥ 0.9 at (runs reaching)" in table
+    assert "≈0.985 at 21M" in table
+    assert ("per task (final, mean over 4 seeds): " + ", ".join(f"{t} {m:.2f}" for t, m in
+                                                                zip(tasks, finals.mean(1)))) in table
+    rows = _read_csv(tmp_path / "out" / "bench_metaworld-mt50" / "raw.csv")
+    assert len(rows) == 3 * 3 * 4 and {r["task"] for r in rows} == set(tasks)
+
+
+def test_multitask_suite_trains_one_run_per_task(tmp_path, monkeypatch, capsys):
+    """The loop of a multi-task suite, with a stand-in variant whose argv parsing is top_erl's: one run per task and
+    seed group with `--env metaworld-<task>` and the metaworld preset; a second call skips the finished runs."""
+    te = rp.load_variant("top_erl")
+    calls = []
+
+    class Variant:
+        parse_args = staticmethod(te.parse_args)
+
+        @staticmethod
+        def run(args, verbose=True):
+            calls.append(args)
+            seeds = list(range(args.seed, args.seed + args.num_seeds))
+            _write_summary(args.run_dir, seeds, [0, 1000], np.full((2, len(seeds)), 0.5), args.iterations)
+
+    monkeypatch.setattr(rp, "load_variant", lambda name: Variant)
+    cli = ["--suite", "metaworld-mt50", "--tasks", "push", "reach", "--num-seeds", "3", "--seeds-per-run", "2",
+           "--logdir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--reps", "100", "--quiet"]
+    res = rp.main(cli + ["--iterations", "7"])
+    assert [(a.env, a.seed, a.num_seeds) for a in calls] == [
+        ("metaworld-push", 0, 2), ("metaworld-push", 2, 1), ("metaworld-reach", 0, 2), ("metaworld-reach", 2, 1)]
+    for a in calls:
+        assert a == dataclasses.replace(te.PRESETS["metaworld"], env=a.env, iterations=7, seed=a.seed,
+                                        num_seeds=a.num_seeds, logdir=a.logdir, run_name=a.run_name)
+        assert a.run_dir == tmp_path / "runs" / "metaworld-mt50" / "top_erl" / a.env[len("metaworld-"):] / \
+            f"seeds{a.seed}-{a.seed + a.num_seeds - 1}"
+    assert "| top_erl | 3 × 2 | 1k | 0.500 [0.500, 0.500] | ≈0.985 at 21M | 0 (6/6) |" in res["table"]
+    rp.main(cli + ["--iterations", "7"])
+    assert len(calls) == 4 and capsys.readouterr().out.count("complete in") == 4
+    with pytest.raises(SystemExit, match="--env.*--tasks"):
+        rp.main(cli + ["--env", "metaworld-push"])
+
+
 def test_errors_name_the_problem(tmp_path):
-    with pytest.raises(SystemExit, match="Meta-World"):
-        rp.main(["--suite", "metaworld-mt50"])
+    with pytest.raises(SystemExit, match="--tasks: unknown pick-and-place; suite metaworld-mt50 has reach, push"):
+        rp.main(["--suite", "metaworld-mt50", "--tasks", "reach", "pick-and-place"])
+    with pytest.raises(SystemExit, match="--tasks: suite reach has one task"):
+        rp.main(["--suite", "reach", "--tasks", "reach"])
     with pytest.raises(SystemExit, match="--task"):
         rp.main(["--suite", "reach", "--logdir", str(tmp_path), "--task", "box-dense"])
     with pytest.raises(SystemExit, match="no variants/nonexistent.py"):

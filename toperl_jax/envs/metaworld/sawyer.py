@@ -64,6 +64,18 @@ def xla_cpu_options() -> dict[str, bool] | None:
     return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
 
 
+def reset_compiler_options(options: dict | None = None) -> dict | None:
+    """`options` plus, on CPU, LLVM optimisation level 0, for a program that only resets these tasks (e.g.
+    `jax.jit(jax.vmap(task.reset_to), compiler_options=reset_compiler_options(task.compiler_options()))`).
+
+    jaxlib 0.10.2's CPU backend spends ~200 s at the default level (2) compiling a batched `reset_to` (most of it
+    the kinematics of the start state) and ~3 s at level 0 (door-close, batch 20, this project's 2-core CPU; level 1:
+    219 s). A reset runs once per episode, so its unoptimised code costs nothing that matters."""
+    if jax.default_backend() != "cpu":
+        return options
+    return {**(options or {}), "xla_backend_optimization_level": 0}
+
+
 def mat_to_quat_xyzw(mat: jax.Array) -> jax.Array:
     """[4] (x, y, z, w) quaternion of a rotation matrix [9] or [3, 3], by scipy's `Rotation.from_matrix`
     branch rule (largest of the diagonal and the trace), normalized; the sign is whatever that branch gives."""
