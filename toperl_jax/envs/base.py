@@ -31,6 +31,18 @@ from mujoco import mjx
 from toperl_jax.mp import ProDMPConfig
 
 
+def xla_cpu_options() -> dict[str, bool] | None:
+    """Compiler options to pass as `jax.jit(f, compiler_options=xla_cpu_options())` on CPU.
+
+    jaxlib 0.10.2's CPU backend compiles MJX's kinematics of an arm (box pushing's 7-link Franka, Meta-World's
+    Sawyer) with its new MLIR fusion emitters into fusions that recompute shared subexpressions: one batch-64
+    physics step of box pushing takes ~7 s instead of ~11 ms (measured on this project's 2-core CPU; docs/envs.md).
+    Disabling them (`xla_cpu_use_fusion_emitters=False`, or the same in XLA_FLAGS before jax starts) restores
+    normal speed. Returns None on other backends (the flag is CPU-only).
+    """
+    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
+
+
 @struct.dataclass
 class EnvState:
     """State of one episode (add leading batch dims with vmap).
@@ -156,7 +168,7 @@ class EpisodicTask(abc.ABC):
 
     def compiler_options(self) -> dict | None:
         """XLA options for `jax.jit(..., compiler_options=...)` of programs that step this task (default None;
-        box pushing turns off jaxlib's CPU fusion emitters, see `box_pushing.xla_cpu_options`)."""
+        box pushing and Meta-World turn off jaxlib's CPU fusion emitters, see `xla_cpu_options`)."""
         return None
 
     def mdp_rewards(self, rollout: Rollout) -> jax.Array:

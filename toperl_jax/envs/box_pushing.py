@@ -58,22 +58,11 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, pd_torque
+from toperl_jax.envs.base import EnvState, EpisodicTask, pd_torque, xla_cpu_options
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("box_pushing.xml")
 
-
-def xla_cpu_options() -> dict[str, bool] | None:
-    """Compiler options to pass as `jax.jit(f, compiler_options=xla_cpu_options())` on CPU.
-
-    jaxlib 0.10.2's CPU backend compiles MJX's kinematics of this 7-link chain with its new MLIR
-    fusion emitters into fusions that recompute shared subexpressions: one batch-64 physics
-    step takes ~7 s instead of ~11 ms (measured on this project's 2-core CPU; docs/envs.md).
-    Disabling them (`xla_cpu_use_fusion_emitters=False`, or the same in XLA_FLAGS before jax
-    starts) restores normal speed. Returns None on other backends (the flag is CPU-only).
-    """
-    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
 
 # Franka limits used by the rewards and by the IK (A5; tighter than the XML joint ranges).
 Q_MAX = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)

@@ -47,7 +47,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask
+from toperl_jax.envs.base import EnvState, EpisodicTask, xla_cpu_options
 from toperl_jax.envs.metaworld import assets
 from toperl_jax.mp import ProDMPConfig
 
@@ -56,12 +56,6 @@ HAND_SPACE_HIGH = (0.525, 1.025, 0.7)
 MOCAP_QUAT = (1 / np.sqrt(2), 0.0, 1 / np.sqrt(2), 0.0)
 FINGERS = ("rightpad_geom", "leftpad_geom", "rightclaw_it", "leftclaw_it")
 """The gripper's collision geoms (pads and claws)."""
-
-
-def xla_cpu_options() -> dict[str, bool] | None:
-    """`jax.jit(..., compiler_options=...)` for programs stepping these tasks on CPU: jaxlib 0.10's CPU
-    fusion emitters compile MJX's kinematics very slowly (see box_pushing.xla_cpu_options)."""
-    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
 
 
 def reset_compiler_options(options: dict | None = None) -> dict | None:
