@@ -46,16 +46,18 @@ def worker(task: str, episodes: int, seed: int, out: str) -> None:
     env._freeze_rand_vec = False
     env.seeded_rand_vec = True
     policy = ENV_POLICY_MAP[f"{task}-v3"]()
-    rand, success, t0 = [], [], time.time()
+    rand, success, traces, t0 = [], [], [], time.time()
     for _ in range(episodes):
         obs, _ = env.reset()
         rand.append(np.asarray(env._last_rand_vec, np.float64))
-        s = []
+        s, o = [], []
         for _ in range(env.max_path_length):
             obs, _, _, _, info = env.step(policy.get_action(obs))
             s.append(info["success"])
+            o.append(np.array(obs[:18], np.float32))
         success.append(s)
-    np.savez(out, rand=np.array(rand), success=np.array(success), seconds=time.time() - t0)
+        traces.append(o)
+    np.savez(out, rand=np.array(rand), success=np.array(success), seconds=time.time() - t0, obs=np.array(traces))
 
 
 # -- ours --------------------------------------------------------------------------------------------------
@@ -71,8 +73,9 @@ def load_policies():
     return ENV_POLICY_MAP
 
 
-def run_ours(task_name: str, rand: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Per-step success [episodes, T] of the scripted policy on our task, compile and run seconds."""
+def run_ours(task_name: str, rand: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-step success [episodes, T] and observations [episodes, T, 18] (hand, gripper, objects) of the
+    scripted policy on our task, compile and run seconds."""
     import jax
     import jax.numpy as jnp
 
@@ -88,15 +91,16 @@ def run_ours(task_name: str, rand: np.ndarray) -> tuple[np.ndarray, float, float
     state = reset(jnp.asarray(rand, jnp.float32), jax.random.split(jax.random.PRNGKey(0), len(rand)))
     obs = np.asarray(state.obs, np.float64)
     first = True
-    success = []
+    success, traces = [], []
     for _ in range(task.episode_length):
         act = np.stack([policy.get_action(o[:39]) for o in obs]).astype(np.float32)
         state = step(state, jnp.asarray(act))
         obs = np.asarray(state.obs, np.float64)
         success.append(np.asarray(state.metrics["is_success"]))
+        traces.append(obs[:, :18].astype(np.float32))
         if first:
             compile_s, t0, first = time.time() - t0, time.time(), False
-    return np.stack(success, 1), compile_s, time.time() - t0
+    return np.stack(success, 1), np.stack(traces, 1), compile_s, time.time() - t0
 
 
 def main():
@@ -107,6 +111,8 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=str(ROOT / "results/metaworld_parity.json"))
     p.add_argument("--report", action="store_true", help="only print the table of the results in --json")
+    p.add_argument("--traces", default=None, help="a directory: save both sides' per-step success and observations "
+                                                  "(hand, gripper, objects) per task as <task>.npz")
     p.add_argument("--worker", nargs=4, metavar=("TASK", "EPISODES", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -121,7 +127,12 @@ def main():
             subprocess.run([args.mw_python, __file__, "--worker", task, str(args.episodes), str(args.seed), out],
                            check=True)
             ref = dict(np.load(out))
-        ours, compile_s, run_s = run_ours(task, ref["rand"])
+        ours, ours_obs, compile_s, run_s = run_ours(task, ref["rand"])
+        if args.traces:
+            pathlib.Path(args.traces).mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(pathlib.Path(args.traces) / f"{task}.npz", rand=ref["rand"],
+                                original_success=ref["success"], original_obs=ref["obs"], ours_success=ours,
+                                ours_obs=ours_obs)
         row = {"episodes": int(args.episodes), "seed": args.seed,
                "original_last": float(ref["success"][:, -1].mean()),
                "ours_last": float(ours[:, -1].mean()),
