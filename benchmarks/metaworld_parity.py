@@ -6,6 +6,11 @@ The original runs in its own venv (Meta-World 3.1.1 pins mujoco 3.3.0) as a work
     python3 -m venv /tmp/mwvenv && /tmp/mwvenv/bin/pip install metaworld==3.1.1 packaging
     python benchmarks/metaworld_parity.py --mw-python /tmp/mwvenv/bin/python [--tasks reach,push] [--episodes 20]
 
+Optionally (`--mw4-python`) the original also runs on MuJoCo 4.0.0, the engine version MJX needs, in a third venv:
+
+    python3 -m venv /tmp/mw4venv && /tmp/mw4venv/bin/pip install mujoco==4.0.0 gymnasium==1.4.0 packaging scipy \
+        imageio && /tmp/mw4venv/bin/pip install --no-deps metaworld==3.1.1
+
 Worker: `<task>-v3-goal-observable` with new random positions per reset (seeded), the task's scripted policy,
 500 steps per episode; records each episode's random vector (`_last_rand_vec`) and per-step success.
 Ours: `task.reset_to(rand_vec)` with the same random vectors (paired episodes), then per step the same
@@ -39,8 +44,20 @@ def worker(task: str, episodes: int, seed: int, out: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    import mujoco
+    from metaworld import sawyer_xyz_env
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE as envs
     from metaworld.policies import ENV_POLICY_MAP
+
+    if int(mujoco.__version__.split(".")[0]) >= 4:
+        # Meta-World 3.1.1 on MuJoCo 4 (the engine MJX needs): its `reset_mocap_welds` assigns MuJoCo 3.3's 11 weld
+        # numbers to a whole `eq_data` row, which has 12 in MuJoCo 4 (one spare); write the first 11 instead.
+        def reset_mocap_welds(self):
+            for i in range(self.model.neq):
+                if self.model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
+                    self.model.eq_data[i, :11] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0)
+
+        sawyer_xyz_env.SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
 
     env = envs[f"{task}-v3-goal-observable"](seed=seed)
     env._freeze_rand_vec = False
@@ -57,7 +74,24 @@ def worker(task: str, episodes: int, seed: int, out: str) -> None:
             o.append(np.array(obs[:18], np.float32))
         success.append(s)
         traces.append(o)
-    np.savez(out, rand=np.array(rand), success=np.array(success), seconds=time.time() - t0, obs=np.array(traces))
+    np.savez(out, rand=np.array(rand), success=np.array(success), seconds=time.time() - t0, obs=np.array(traces),
+             mujoco=mujoco.__version__)
+
+
+def run_original(python: str, task: str, episodes: int, seed: int) -> dict:
+    """The worker's results (rand, success, seconds, obs, mujoco) from the Meta-World venv `python`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/{task}.npz"
+        subprocess.run([python, __file__, "--worker", task, str(episodes), str(seed), out], check=True)
+        return dict(np.load(out))
+
+
+def mujoco4_fields(python: str, task: str, episodes: int, seed: int, rand: np.ndarray | None) -> dict:
+    ref = run_original(python, task, episodes, seed)
+    if rand is not None and not np.array_equal(ref["rand"], rand):
+        raise RuntimeError(f"{task}: Meta-World on MuJoCo {ref['mujoco']} drew other episodes than the original")
+    return {"mj4_last": float(ref["success"][:, -1].mean()), "mj4_any": float(ref["success"].max(1).mean()),
+            "mj4_version": str(ref["mujoco"]), "mj4_run_s": round(float(ref["seconds"]), 1)}
 
 
 # -- ours --------------------------------------------------------------------------------------------------
@@ -111,10 +145,17 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=str(ROOT / "results/metaworld_parity.json"))
     p.add_argument("--report", action="store_true", help="only print the table of the results in --json")
+    p.add_argument("--mw4-python", default=None,
+                   help="also run the original Meta-World on MuJoCo 4 with this venv's python (mujoco==4.0.0 and "
+                        "`pip install --no-deps metaworld==3.1.1`): separates engine-version effects from ours")
+    p.add_argument("--only-mw4", action="store_true",
+                   help="with --mw4-python: only add the MuJoCo 4 columns to the tasks already in --json")
     p.add_argument("--traces", default=None, help="a directory: save both sides' per-step success and observations "
                                                   "(hand, gripper, objects) per task as <task>.npz")
     p.add_argument("--worker", nargs=4, metavar=("TASK", "EPISODES", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.only_mw4 and not args.mw4_python:
+        p.error("--only-mw4 needs --mw4-python")
     if args.worker:
         task, n, seed, out = args.worker
         return worker(task, int(n), int(seed), out)
@@ -122,11 +163,15 @@ def main():
     path = pathlib.Path(args.json)
     results = json.loads(path.read_text()) if path.exists() else {}
     for task in args.tasks.split(",") if not args.report else ():
-        with tempfile.TemporaryDirectory() as tmp:
-            out = f"{tmp}/{task}.npz"
-            subprocess.run([args.mw_python, __file__, "--worker", task, str(args.episodes), str(args.seed), out],
-                           check=True)
-            ref = dict(np.load(out))
+        if args.only_mw4:
+            if task not in results:
+                raise SystemExit(f"--only-mw4: no results for {task} in {path}; run it without --only-mw4 first")
+            row = results[task]
+            results[task] = {**row, **mujoco4_fields(args.mw4_python, task, row["episodes"], row["seed"], None)}
+            print(task, json.dumps(results[task]), flush=True)
+            path.write_text(json.dumps(results, indent=1))
+            continue
+        ref = run_original(args.mw_python, task, args.episodes, args.seed)
         ours, ours_obs, compile_s, run_s = run_ours(task, ref["rand"])
         if args.traces:
             pathlib.Path(args.traces).mkdir(parents=True, exist_ok=True)
@@ -143,6 +188,8 @@ def main():
                "paired_last_agree": float((ref["success"][:, -1] == ours[:, -1]).mean()),
                "ours_compile_s": round(compile_s, 1), "ours_run_s": round(run_s, 1),
                "original_run_s": round(float(ref["seconds"]), 1)}
+        if args.mw4_python:
+            row.update(mujoco4_fields(args.mw4_python, task, args.episodes, args.seed, ref["rand"]))
         results[task] = row
         print(task, json.dumps(row), flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,20 +197,33 @@ def main():
     print(report(results))
 
 
+def verdict(r: dict, key: str, tol: float = 0.1) -> str:
+    """"yes": ours within `tol` (2 of 20 episodes) of the original (MuJoCo 3.3) on success rate `key` ("any" or
+    "last"); "MuJoCo 4": not, but within `tol` of the original on MuJoCo 4 (an engine-version effect); else "no"."""
+    if abs(r[f"ours_{key}"] - r[f"original_{key}"]) <= tol + 1e-9:
+        return "yes"
+    if f"mj4_{key}" in r and abs(r[f"ours_{key}"] - r[f"mj4_{key}"]) <= tol + 1e-9:
+        return "MuJoCo 4"
+    return "**no**"
+
+
 def report(results: dict) -> str:
-    """The per-task table (MT50 order first), each row judged "yes" when the success rates at the last step and at
-    any step are both within 0.1 of the original's (2 of 20 episodes)."""
+    """The per-task table (MT50 order first): success at any step (Meta-World's criterion for its scripted
+    policies) and at the last step (TOP-ERL's metric) for the original on MuJoCo 3.3, the original on MuJoCo 4
+    (where measured) and ours, with `verdict` per metric."""
     from toperl_jax.envs.metaworld import MT50
 
-    lines = [("| task | original last | ours last | original any | ours any | paired last-step agreement | "
-              "median first success step (orig / ours) | within 0.1 |"), "|---|---:|---:|---:|---:|---:|---:|:---:|"]
+    g = lambda r, k: f"{r[k]:.2f}" if k in r else "–"
+    lines = [("| task | any: original | any: original on MuJoCo 4 | any: ours | verdict | last: original | "
+              "last: original on MuJoCo 4 | last: ours | verdict | paired last-step agreement | "
+              "median first success step (orig / ours) |"), "|---|---:|---:|---:|:---:|---:|---:|---:|:---:|---:|---:|"]
     order = [t for t in MT50 if t in results] + sorted(set(results) - set(MT50))
     for task in order:
         r = results[task]
-        ok = max(abs(r["ours_last"] - r["original_last"]), abs(r["ours_any"] - r["original_any"])) <= 0.1 + 1e-9
-        lines.append(f"| {task} | {r['original_last']:.2f} | {r['ours_last']:.2f} | {r['original_any']:.2f} | "
-                     f"{r['ours_any']:.2f} | {r['paired_last_agree']:.2f} | {r['original_first_step_median']:g} / "
-                     f"{r['ours_first_step_median']:g} | {'yes' if ok else '**no**'} |")
+        lines.append(f"| {task} | {g(r, 'original_any')} | {g(r, 'mj4_any')} | {g(r, 'ours_any')} | "
+                     f"{verdict(r, 'any')} | {g(r, 'original_last')} | {g(r, 'mj4_last')} | {g(r, 'ours_last')} | "
+                     f"{verdict(r, 'last')} | {r['paired_last_agree']:.2f} | {r['original_first_step_median']:g} / "
+                     f"{r['ours_first_step_median']:g} |")
     return "\n".join(lines)
 
 

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
                                 reason="metaworld assets not installed (pip install --no-deps metaworld==3.1.1)")
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metaworld"
-from toperl_jax.envs.metaworld import MORE, MT10, REST  # noqa: E402  (MT10, then the other 40 MT50 tasks)
+from toperl_jax.envs.metaworld import MORE, MT10, MT50, REST  # noqa: E402  (MT10, then the other 40 MT50 tasks)
 
-TASKS = MT10 + MORE + REST
+TASKS = MT50
 STALE_FIRST_OBS = {"faucet-open": "the faucet", "dial-turn": "the dial", "lever-pull": "the lever"}
 """Tasks whose first observation in Meta-World is stale: the object where the previous reset had drawn it (the body
 is moved without a forward)."""
@@ -166,6 +166,7 @@ def test_fixture_generator_lists_the_same_tasks():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (gen.MT10, gen.MORE, gen.REST) == (MT10, MORE, REST)
+    assert MT50 == MT10 + MORE + REST and len(set(MT50)) == 50
     assert sorted(p.stem for p in FIXTURES.glob("*.npz")) == sorted(TASKS)
 
 
