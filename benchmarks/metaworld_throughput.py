@@ -6,7 +6,7 @@ Per task and batch size: reset a batch, decode ProDMP trajectories of N(0, 1) we
 Meta-World config from each start, compile `jax.jit(jax.vmap(task.rollout))` over the first `--steps` control
 steps (5 physics steps each; one count per batch size) and time it. Prints compile seconds and control steps per
 second (median of 3 timed calls; 1 above batch 64) and adds them to results/metaworld_throughput.json
-(default: all 50 tasks).
+(default: all 50 tasks); `--report` prints the table of what the file holds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ def main():
     p.add_argument("--batches", default="1,256")
     p.add_argument("--steps", default="100,10", help="control steps timed, one per batch size")
     p.add_argument("--json", default=str(ROOT / "results/metaworld_throughput.json"))
+    p.add_argument("--report", action="store_true", help="only print the table of the results in --json")
     args = p.parse_args()
+    if args.report:
+        return print(report(json.loads(pathlib.Path(args.json).read_text())))
 
     import jax
     import jax.numpy as jnp
@@ -69,6 +72,19 @@ def main():
             print(name, json.dumps(row), flush=True)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=1))
+
+
+
+def report(results: dict) -> str:
+    """Markdown table: per task and batch size, control steps per second and compile seconds."""
+    batches = sorted({int(b) for r in results.values() for b in r})
+    head = ["task"] + [f"batch {b}: control steps/s" for b in batches] + [f"batch {b}: compile s" for b in batches]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for task, r in results.items():
+        cells = [f"{r[str(b)]['control_steps_per_s']:,.0f}" if str(b) in r else "–" for b in batches]
+        cells += [f"{r[str(b)]['compile_s']:.0f}" if str(b) in r else "–" for b in batches]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
