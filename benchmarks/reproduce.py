@@ -14,8 +14,9 @@ numbers. For every variant in `--variants` (default: the suite's; a script `vari
 `--seeds-per-run` vmapped seeds (the variant's `--num-seeds`), each group in its own run directory
 `<logdir>/<suite>/<variant>/seeds<a>-<b>/`. A multi-task suite (`metaworld-mt50`) trains one run per task
 (`--env <prefix><task>`, upstream's grid over 50 env ids) in `<logdir>/<suite>/<variant>/<task>/seeds<a>-<b>/`,
-for the tasks of `--tasks` (default all), and aggregates over tasks × seeds. A group whose `summary.json` shows all iterations done is skipped;
-one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running the same command.
+for the tasks of `--tasks` (default all), and aggregates over tasks × seeds. A group whose `summary.json` shows all
+iterations done is skipped; one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running
+the same command.
 
 The evaluation logs are read back from each run's `summary.json` (its `history`: one entry per evaluation with
 per-seed values) or, for a run that has none yet, from its TensorBoard event files (`seed_<i>/`). Written to
@@ -150,8 +151,8 @@ SUITES: dict[str, Suite] = {
         paper_note="Fig. 4 hopper jump (max height); TOP-ERL ≈1.91 m from ≈1.2e6 on; PPO not readable; the paper "
                    "shows no goal-distance curve"),
     "metaworld-mt50": Suite(
-        task="metaworld", tasks=MT50, env_prefix="metaworld-", seeds_per_run=8, metrics=(Metric(SUCCESS, "success rate (aggregate of 50 tasks)", True,
-                                                    (0.5, 0.9, 0.95)),),
+        task="metaworld", tasks=MT50, env_prefix="metaworld-", seeds_per_run=8,
+        metrics=(Metric(SUCCESS, "success rate (aggregate of 50 tasks)", True, (0.5, 0.9, 0.95)),),
         paper={SUCCESS: (PaperPoint("TOP-ERL", 0.7e7, 0.95), PaperPoint("TOP-ERL", 2.1e7, 0.985),
                          *_baselines(2.1e7, TCE=0.97, BBRL=0.91, gSDE=0.88, PPO=0.86, SAC=0.85, PINK=0.91,
                                      GTrXL=0.82))},
@@ -499,6 +500,10 @@ def aggregate(cfg: Args, suite: Suite, rows: list[dict]) -> dict:
             steps, scores, seeds, tasks = curves(rows, variant, m.key)
             if not seeds or steps.size == 0:
                 continue
+            seen = {r["seed"] for r in rows if r["variant"] == variant and m.key in r}
+            if len(seen) > len(seeds):
+                print(f"[reproduce] {variant} {m.key}: aggregating seeds {seeds} (the ones every task has); seeds "
+                      f"{sorted(seen - set(seeds))} miss some tasks")
             point, lo, hi = iqm_curve_ci(scores, cfg.reps, cfg.confidence, cfg.stats_seed)
             crossings = {}
             for thr in m.thresholds:
