@@ -198,8 +198,15 @@ class SawyerTask(EpisodicTask):
         return mjx.kinematics(model, data)
 
     # -- per task ------------------------------------------------------------------------------------------
+    min_obj_goal_xy: float | None = None
+    """Meta-World's reset loop for tasks that redraw while the object and goal xy (rand[:2], rand[3:5]) are closer
+    than this (None: no such rule)."""
+
     def sample_rand_vec(self, key: jax.Array) -> jax.Array:
-        """Meta-World's `_get_state_rand_vec`: U(rand_low, rand_high) (tasks with a rejection rule override)."""
+        """Meta-World's `_get_state_rand_vec`: U(rand_low, rand_high), redrawn while closer than `min_obj_goal_xy`
+        (tasks with another rejection rule override)."""
+        if self.min_obj_goal_xy is not None:
+            return self._redraw_until(key, lambda v: jnp.linalg.norm(v[:2] - v[3:5]) >= self.min_obj_goal_xy)
         return jax.random.uniform(key, (len(self.rand_low),), minval=jnp.asarray(self.rand_low),
                                   maxval=jnp.asarray(self.rand_high))
 

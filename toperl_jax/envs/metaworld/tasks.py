@@ -87,9 +87,6 @@ class _PuckTask(SawyerTask):
         m = self.mj_model
         self._obj_body = m.body("obj").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= self.min_obj_goal_xy)
-
     def _place_puck(self, obj_pos):
         qpos, qvel = _object_at(self, obj_pos)
         return qpos, qvel
@@ -997,8 +994,7 @@ class PegInsertSide(SawyerTask):
         self._boxes = tuple(m.site(n).id for n in names)
         self._peg_head_init = self.hand_reset.data.site_xpos[self._head].copy()
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.1)
+    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         peg, box = rand[:3], rand[3:6]
@@ -1246,8 +1242,7 @@ class _CoffeeMug(_BodyTask):
         super().__init__(episode_length)
         self._mug = self.mj_model.body("obj").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         qpos, qvel = self._qpos_qvel()
@@ -1323,8 +1318,7 @@ class BoxClose(_BodyTask):
     def _simulate_hand_reset(self, steps: int = 50):
         return _settled(self, super()._simulate_hand_reset(steps))
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.25)
+    min_obj_goal_xy = 0.25
 
     def episode_init(self, rand):
         qpos, qvel = self._qpos_qvel()
@@ -1438,8 +1432,7 @@ class PushBack(_Block):
     goal_low, goal_high = (-0.1, 0.6, 0.0199), (0.1, 0.7, 0.0201)
     obj_radius = 0.007
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         z = jnp.float32(self.hand_reset.data.geom_xpos[self._geom][2])
@@ -1560,8 +1553,7 @@ class Soccer(SawyerTask):
         super().__init__(episode_length)
         self._ball = self.mj_model.body("soccer_ball").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(0.03)])
@@ -1609,8 +1601,7 @@ class PickOutOfHole(SawyerTask):
         super().__init__(episode_length)
         self._obj = self.mj_model.body("obj").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         qpos, qvel = _object_at(self, rand[:3])
@@ -1658,8 +1649,7 @@ class ShelfPlace(_Block):
     rand_low, rand_high = (-0.1, 0.5, 0.019, -0.1, 0.8, 0.299), (0.1, 0.6, 0.021, 0.1, 0.9, 0.301)
     goal_low, goal_high = (-0.1, 0.8, 0.299), (0.1, 0.9, 0.301)
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.1)
+    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         z = jnp.float32(self.hand_reset.data.xpos[self._obj][2])
@@ -1719,8 +1709,7 @@ class Basketball(SawyerTask):
         super().__init__(episode_length)
         self._ball = self.mj_model.body("bsktball").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(self.ball_z)])
@@ -1828,8 +1817,7 @@ class HandInsert(SawyerTask):
         super().__init__(episode_length)
         self._obj = self.mj_model.body("obj").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.15)
+    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         obj = jnp.stack([rand[0], rand[1], jnp.float32(0.05)])
@@ -1930,8 +1918,7 @@ class _Stick(SawyerTask):
         self._stick, self._thermos = m.body("stick").id, m.body("object").id
         self._insertion, self._stick_end = m.site("insertion").id, m.site("stick_end").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.1)
+    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         stick = jnp.stack([rand[0], rand[1], jnp.float32(0.02)])
@@ -2081,8 +2068,7 @@ class _Nut(SawyerTask):
         m = self.mj_model
         self._nut, self._handle, self._center = m.body("RoundNut").id, m.site("RoundNut-8").id, m.site("RoundNut").id
 
-    def sample_rand_vec(self, key):
-        return self._redraw_until(key, lambda v: _norm(v[:2] - v[3:5]) >= 0.1)
+    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         qpos, qvel = _object_at(self, rand[:3])
