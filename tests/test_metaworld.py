@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("metaworld") is None,
                                 reason="metaworld assets not installed (pip install --no-deps metaworld==3.1.1)")
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metaworld"
-from toperl_jax.envs.metaworld import MORE, MT10, MT50, REST  # noqa: E402  (MT10, then the other 40 MT50 tasks)
+from toperl_jax.envs.metaworld import MORE, MT10, MT50, REST  # MT10, then the other 40 MT50 tasks
 
 TASKS = MT50
 STALE_FIRST_OBS = {"faucet-open": "the faucet", "dial-turn": "the dial", "lever-pull": "the lever"}
@@ -196,3 +196,48 @@ def test_reset_samples_within_metaworld_ranges(name):
     # Meta-World's own episodes lie in the same ranges
     ref = _fixture(name)["rand_vec"]
     assert np.all(ref >= low - 1e-9) and np.all(ref <= high + 1e-9)
+
+
+@pytest.mark.parametrize("gap", [0.0002, 0.0008, -0.0003])
+def test_finger_margin_contacts_match_mujoco(gap):
+    """A finger pad `gap` m above a block's top face (inside its 1 mm contact margin, or touching): MJX on our model
+    (the margin emulated by the pad's inflated twin, assets.build_model) has the active contacts that C MuJoCo has on
+    Meta-World's unmodified model, with the same constraint distance (contact distance minus margin). MJX's box-box
+    collider alone reports nothing before the boxes overlap, which is how a resting gripper lost its grip."""
+    import mujoco
+    from mujoco import mjx
+
+    from toperl_jax.envs.metaworld import assets
+
+    task = _task("push-back")
+    ours, orig = task.mj_model, mujoco.MjModel.from_xml_path(str(assets.xml_path(task.xml)))
+    d_ours, d_orig = mujoco.MjData(ours), mujoco.MjData(orig)
+    qpos = task.hand_reset.qpos.copy()
+    d_ours.qpos[:] = qpos
+    mujoco.mj_kinematics(ours, d_ours)
+    pad, block = ours.geom("leftpad_geom"), ours.geom("objGeom")
+    assert np.allclose(block.quat, [1, 0, 0, 0])
+    # the block turned as the pad, below it along the pad's axis k nearest the vertical, faces `gap` apart
+    rot = d_ours.geom_xmat[pad.id].reshape(3, 3)
+    k = int(np.argmax(np.abs(rot[2])))
+    down = -rot[:, k] * np.sign(rot[2, k])
+    centre = d_ours.geom_xpos[pad.id] + down * (pad.size[k] + gap + block.size[k])
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, rot.ravel())
+    qpos[9:12], qpos[12:16] = centre - rot @ ours.geom_pos[block.id], quat
+    for m, d in ((ours, d_ours), (orig, d_orig)):
+        d.qpos[:] = qpos
+        mujoco.mj_forward(m, d)
+
+    names = {"leftpad_geom", "objGeom"}
+    ref = sorted(c.dist - c.includemargin for c in d_orig.contact
+                 if {mujoco.mj_id2name(orig, mujoco.mjtObj.mjOBJ_GEOM, g) for g in (c.geom1, c.geom2)} == names)
+    collide = jax.jit(mjx.collision, compiler_options=task.compiler_options())
+    dx = collide(task.mjx_model, mjx.put_data(ours, d_ours, impl="jax"))
+    con = dx._impl.contact
+    twin = {ours.geom("leftpad_geom/inflated").id, block.id}
+    got = sorted(float(dist - margin) for dist, margin, g1, g2 in zip(np.asarray(con.dist), np.asarray(con.includemargin),
+                                                                      np.asarray(con.geom1), np.asarray(con.geom2))
+                 if {int(g1), int(g2)} == twin and dist < margin)
+    assert len(ref) == 4  # face on face, within the margin
+    np.testing.assert_allclose(got, ref, atol=1e-6)

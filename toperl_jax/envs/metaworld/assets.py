@@ -14,8 +14,14 @@ collision work a task needs:
     the plain mean), margin = max, gap = max;
   * cylinder geoms that take part in a pair with a box/mesh (MJX has no cylinder-box collision) are
     replaced by convex prisms (meshes with `CYLINDER_SIDES` sides, same radius, half-height and pose);
-    MJX has no contact margin for meshes, so pairs with such a prism or with one of the model's own (convex)
-    meshes get margin 0 (the fingers' 1 mm margin is dropped there);
+  * contact margins are emulated by geometry: a geom with a margin (only the four finger boxes have one,
+    1 mm) collides through a massless twin `<name>/inflated` whose half-sizes are larger by the margin, and
+    every pair gets margin 0. MJX's convex colliders (box-box, capsule-box, sphere-box, anything with a
+    mesh) report a contact only once the geoms overlap, so a margin there would switch the contact on late
+    and at once with the full margin as penetration; MuJoCo reports it from distance < margin on, with the
+    constraint at distance - margin. The inflated twin gives the same constraint for face contacts (its
+    edges are sharp where MuJoCo's margin rounds them). Without it a gripper holding or resting on an
+    object is held by contacts MJX never sees (box-close, push-back: docs/metaworld.md);
   * the hand's collision mesh `eGripperBase` (6693 vertices) is replaced by a box of its local bounding
     box where a task needs hand contacts;
   * the table top (a 1.4 x 0.8 x 0.92 m box, top at z = 0) collides as a plane at z = 0 with its
@@ -185,11 +191,16 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
             mesh.uservert = _prism_vertices(radius, half_height, CYLINDER_SIDES).ravel().tolist()
             geom.type = mujoco.mjtGeom.mjGEOM_MESH
             geom.meshname = mesh.name
-    meshes = {n for n in involved if orig.geom_type[gid[n]] == mujoco.mjtGeom.mjGEOM_CYLINDER
-              or (orig.geom_type[gid[n]] == mujoco.mjtGeom.mjGEOM_MESH and n not in (HAND_MESH_GEOM, TABLE_GEOM))}
+    for name in sorted(involved):
+        g = gid[name]
+        if orig.geom_margin[g] > 0:
+            replaced[name] = _add_inflated_twin(spec, name, orig, g)
     for (a, b), p in zip(pairs, params):
-        if {a, b} & meshes:  # MJX has no margin/gap for mesh collisions
-            p = {**p, "margin": 0.0, "gap": 0.0}
+        margins = [float(orig.geom_margin[gid[n]]) for n in (a, b)]
+        if min(margins) > 0 or p["gap"] != 0:
+            raise NotImplementedError(f"{xml}: pair {a}, {b}: margins {margins}, gap {p['gap']}; only one geom "
+                                      "of a pair may have a margin, and none a gap")
+        p = {**p, "margin": 0.0}  # the margin is in the inflated twin
         pair = spec.add_pair()
         pair.geomname1, pair.geomname2 = replaced.get(a, a), replaced.get(b, b)
         pair.condim = p["condim"]
@@ -203,6 +214,24 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
     m = spec.compile()
     apply_mocap_weld(m)
     return m
+
+
+def _add_inflated_twin(spec: mujoco.MjSpec, name: str, orig: mujoco.MjModel, g: int) -> str:
+    """Add a massless, invisible, non-colliding copy of box geom `g` (original model) whose half-sizes are larger by
+    its margin; return the twin's name (the pairs use it instead of `name`)."""
+    if orig.geom_type[g] != mujoco.mjtGeom.mjGEOM_BOX:
+        raise NotImplementedError(f"margin emulation for geom {name} of type {orig.geom_type[g]} (boxes only)")
+    body = spec.body(body_name(orig, int(orig.geom_bodyid[g])))
+    twin = body.add_geom()
+    twin.name = f"{name}/inflated"
+    twin.type = mujoco.mjtGeom.mjGEOM_BOX
+    twin.size = list(orig.geom_size[g] + orig.geom_margin[g])
+    twin.pos, twin.quat = list(orig.geom_pos[g]), list(orig.geom_quat[g])
+    twin.mass, twin.margin, twin.gap = 0.0, 0.0, 0.0
+    twin.contype, twin.conaffinity = 0, 0
+    twin.rgba = [0, 0, 0, 0]
+    twin.group = 5
+    return twin.name
 
 
 @functools.cache
