@@ -235,7 +235,7 @@ def test_finger_margin_contacts_match_mujoco(gap):
     collide = jax.jit(mjx.collision, compiler_options=task.compiler_options())
     dx = collide(task.mjx_model, mjx.put_data(ours, d_ours, impl="jax"))
     con = dx._impl.contact
-    twin = {ours.geom("leftpad_geom/inflated").id, block.id}
+    twin = {assets.collision_geom(ours, "leftpad_geom"), block.id}
     got = sorted(float(dist - margin) for dist, margin, g1, g2 in zip(np.asarray(con.dist), np.asarray(con.includemargin),
                                                                       np.asarray(con.geom1), np.asarray(con.geom2))
                  if {int(g1), int(g2)} == twin and dist < margin)

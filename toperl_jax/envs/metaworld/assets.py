@@ -216,6 +216,13 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
     return m
 
 
+def collision_geom(m: mujoco.MjModel, name: str) -> int:
+    """Id of the geom through which geom `name` collides in a model from `build_model`: its inflated twin where it
+    has one (a geom with a contact margin), else itself. Contacts in `data.contact` name this id."""
+    twin = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{name}/inflated")
+    return twin if twin >= 0 else m.geom(name).id
+
+
 def _add_inflated_twin(spec: mujoco.MjSpec, name: str, orig: mujoco.MjModel, g: int) -> str:
     """Add a massless, invisible, non-colliding copy of box geom `g` (original model) whose half-sizes are larger by
     its margin; return the twin's name (the pairs use it instead of `name`)."""

@@ -23,7 +23,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.metaworld.assets import HAND_MESH_GEOM, TABLE_GEOM
+from toperl_jax.envs.metaworld.assets import HAND_MESH_GEOM, TABLE_GEOM, collision_geom
 from toperl_jax.envs.metaworld.rewards import gripper_caging, hamacher_product, rect_prism_tolerance, tolerance
 from toperl_jax.envs.metaworld.sawyer import FINGERS, SawyerTask, mat_to_quat_xyzw
 
@@ -1961,7 +1961,7 @@ class StickPush(_Stick):
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         m = self.mj_model
-        self._touch = (m.geom("leftpad_geom").id, m.geom("rightpad_geom").id, m.geom("objGeom").id)
+        self._touch = tuple(collision_geom(m, g) for g in ("leftpad_geom", "rightpad_geom", "objGeom"))
         self._insertion_z = float(self.hand_reset.data.site_xpos[self._insertion][2])
 
     def target_of(self, rand):
