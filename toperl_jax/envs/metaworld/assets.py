@@ -21,7 +21,7 @@ collision work a task needs:
     and at once with the full margin as penetration; MuJoCo reports it from distance < margin on, with the
     constraint at distance - margin. The inflated twin gives the same constraint for face contacts (its
     edges are sharp where MuJoCo's margin rounds them). Without it a gripper holding or resting on an
-    object is held by contacts MJX never sees (box-close, push-back: docs/metaworld.md);
+    object is held by contacts MJX never sees (box-close, push-back, peg-unplug-side: docs/metaworld.md);
   * the hand's collision mesh `eGripperBase` (6693 vertices) is replaced by a box of its local bounding
     box where a task needs hand contacts;
   * the table top (a 1.4 x 0.8 x 0.92 m box, top at z = 0) collides as a plane at z = 0 with its
@@ -191,9 +191,7 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
             mesh.uservert = _prism_vertices(radius, half_height, CYLINDER_SIDES).ravel().tolist()
             geom.type = mujoco.mjtGeom.mjGEOM_MESH
             geom.meshname = mesh.name
-    for name in sorted(involved):
-        g = gid[name]
-        if orig.geom_margin[g] > 0:
+        elif orig.geom_margin[g] > 0:
             replaced[name] = _add_inflated_twin(spec, name, orig, g)
     for (a, b), p in zip(pairs, params):
         margins = [float(orig.geom_margin[gid[n]]) for n in (a, b)]
@@ -219,8 +217,12 @@ def build_model(xml: str, pairs: tuple[tuple[str, str], ...], option: tuple[tupl
 def collision_geom(m: mujoco.MjModel, name: str) -> int:
     """Id of the geom through which geom `name` collides in a model from `build_model`: its inflated twin where it
     has one (a geom with a contact margin), else itself. Contacts in `data.contact` name this id."""
-    twin = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{name}/inflated")
+    twin = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, _twin_name(name))
     return twin if twin >= 0 else m.geom(name).id
+
+
+def _twin_name(name: str) -> str:
+    return f"{name}/inflated"
 
 
 def _add_inflated_twin(spec: mujoco.MjSpec, name: str, orig: mujoco.MjModel, g: int) -> str:
@@ -230,7 +232,7 @@ def _add_inflated_twin(spec: mujoco.MjSpec, name: str, orig: mujoco.MjModel, g: 
         raise NotImplementedError(f"margin emulation for geom {name} of type {orig.geom_type[g]} (boxes only)")
     body = spec.body(body_name(orig, int(orig.geom_bodyid[g])))
     twin = body.add_geom()
-    twin.name = f"{name}/inflated"
+    twin.name = _twin_name(name)
     twin.type = mujoco.mjtGeom.mjGEOM_BOX
     twin.size = list(orig.geom_size[g] + orig.geom_margin[g])
     twin.pos, twin.quat = list(orig.geom_pos[g]), list(orig.geom_quat[g])

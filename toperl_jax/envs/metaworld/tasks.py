@@ -984,6 +984,7 @@ class PegInsertSide(SawyerTask):
     rand_low = (0.0, 0.5, 0.02, -0.35, 0.4, -0.001)
     rand_high = (0.2, 0.7, 0.02, -0.25, 0.7, 0.001)
     goal_low, goal_high = (-0.32, 0.4, 0.129), (-0.22, 0.7, 0.131)
+    min_obj_goal_xy = 0.1
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
@@ -993,8 +994,6 @@ class PegInsertSide(SawyerTask):
                  "bottom_right_corner_collision_box_2", "top_left_corner_collision_box_2")
         self._boxes = tuple(m.site(n).id for n in names)
         self._peg_head_init = self.hand_reset.data.site_xpos[self._head].copy()
-
-    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         peg, box = rand[:3], rand[3:6]
@@ -1237,12 +1236,11 @@ class _CoffeeMug(_BodyTask):
     pairs = _pairs(FINGERS, ("mug/g2", TABLE_GEOM)) + (("mug/g2", TABLE_GEOM),)
     episode_body = "coffee_machine"
     hand_init_pos = (0.0, 0.4, 0.2)
+    min_obj_goal_xy = 0.15
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         self._mug = self.mj_model.body("obj").id
-
-    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         qpos, qvel = self._qpos_qvel()
@@ -1310,6 +1308,7 @@ class BoxClose(_BodyTask):
     episode_body = "boxbody"
     rand_low, rand_high = (-0.05, 0.5, 0.02, -0.1, 0.7, 0.133), (0.05, 0.55, 0.02, 0.1, 0.8, 0.133)
     goal_low, goal_high = (-0.1, 0.7, 0.133), (0.1, 0.8, 0.133)
+    min_obj_goal_xy = 0.25
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
@@ -1317,8 +1316,6 @@ class BoxClose(_BodyTask):
 
     def _simulate_hand_reset(self, steps: int = 50):
         return _settled(self, super()._simulate_hand_reset(steps))
-
-    min_obj_goal_xy = 0.25
 
     def episode_init(self, rand):
         qpos, qvel = self._qpos_qvel()
@@ -1548,12 +1545,11 @@ class Soccer(SawyerTask):
     rand_low, rand_high = (-0.1, 0.6, 0.03, -0.1, 0.8, 0.0), (0.1, 0.7, 0.03, 0.1, 0.9, 0.0)
     goal_low, goal_high = (-0.1, 0.8, 0.0), (0.1, 0.9, 0.0)
     target_radius = 0.07  # the class's TARGET_RADIUS
+    min_obj_goal_xy = 0.15
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         self._ball = self.mj_model.body("soccer_ball").id
-
-    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(0.03)])
@@ -1596,12 +1592,11 @@ class PickOutOfHole(SawyerTask):
     hand_low = (-0.5, 0.40, -0.05)
     rand_low, rand_high = (0.0, 0.75, 0.02, -0.1, 0.5, 0.15), (0.0, 0.75, 0.02, 0.1, 0.6, 0.3)
     goal_low, goal_high = (-0.1, 0.5, 0.15), (0.1, 0.6, 0.3)
+    min_obj_goal_xy = 0.15
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         self._obj = self.mj_model.body("obj").id
-
-    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         qpos, qvel = _object_at(self, rand[:3])
@@ -1704,12 +1699,11 @@ class Basketball(SawyerTask):
     goal_low, goal_high = (-0.1, 0.85 - 0.083, 0.2499), (0.1, 0.9 + 1e-7 - 0.083, 0.2501)
     target_radius = 0.08  # the class's TARGET_RADIUS
     ball_z = float(np.float32(0.03))
+    min_obj_goal_xy = 0.15
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         self._ball = self.mj_model.body("bsktball").id
-
-    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         ball = jnp.stack([rand[0], rand[1], jnp.float32(self.ball_z)])
@@ -1812,12 +1806,11 @@ class HandInsert(SawyerTask):
     hand_low = (-0.5, 0.40, -0.15)
     rand_low, rand_high = (-0.1, 0.6, 0.05, -0.04, 0.8, -0.0201), (0.1, 0.7, 0.05, 0.04, 0.88, -0.0199)
     goal_low, goal_high = (-0.04, 0.8, -0.0201), (0.04, 0.88, -0.0199)
+    min_obj_goal_xy = 0.15
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         self._obj = self.mj_model.body("obj").id
-
-    min_obj_goal_xy = 0.15
 
     def episode_init(self, rand):
         obj = jnp.stack([rand[0], rand[1], jnp.float32(0.05)])
@@ -1911,14 +1904,13 @@ class _Stick(SawyerTask):
     thermos_qpos: tuple[float, float]
     insertion_offset = (0.0, 0.0, 0.0)
     caging_init: str
+    min_obj_goal_xy = 0.1
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         m = self.mj_model
         self._stick, self._thermos = m.body("stick").id, m.body("object").id
         self._insertion, self._stick_end = m.site("insertion").id, m.site("stick_end").id
-
-    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         stick = jnp.stack([rand[0], rand[1], jnp.float32(0.02)])
@@ -2062,13 +2054,12 @@ class _Nut(SawyerTask):
     episode_body = "peg"
     handle_length = 0.02
     caging_density: str
+    min_obj_goal_xy = 0.1
 
     def __init__(self, episode_length: int | None = None):
         super().__init__(episode_length)
         m = self.mj_model
         self._nut, self._handle, self._center = m.body("RoundNut").id, m.site("RoundNut-8").id, m.site("RoundNut").id
-
-    min_obj_goal_xy = 0.1
 
     def episode_init(self, rand):
         qpos, qvel = _object_at(self, rand[:3])
