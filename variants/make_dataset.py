@@ -101,6 +101,12 @@ def check_args(args: Args, te_args: top_erl.Args) -> None:
             fail(name, f"must be a positive multiple of the behaviour chunk ({every} iterations), got {v}")
     if args.expert_iterations < args.medium_iterations:
         fail("expert_iterations", f"must be ≥ --medium-iterations={args.medium_iterations}")
+    if te_args.traj_downsample_factor != 1:
+        # medium-replay re-simulates the buffer's desired trajectories, which a downsampling learner stores at
+        # only every F-th step
+        fail("behaviour_flags", f"--traj-downsample-factor must be 1 for the behaviour agent (medium-replay is "
+                                f"re-simulated from the buffer's full-rate desired trajectories), got "
+                                f"{te_args.traj_downsample_factor}")
 
 
 def _flatten(rec: offline_actions.Recorded, rewards=None) -> dict[str, np.ndarray]:
