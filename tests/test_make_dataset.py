@@ -25,8 +25,8 @@ def _te(*flags):
 @pytest.mark.parametrize("change, flags, message", [
     ({"recipes": ("random", "good")}, (), r"--recipes: unknown recipe\(s\) \['good'\]"),
     ({"episodes": 0}, (), "--episodes: must be ≥ 1"),
-    ({"medium_iterations": 30}, ("--eval-interval", "20"), "--medium-iterations: must be a positive multiple of the "
-                                                           r"behaviour chunk \(20 iterations\), got 30"),
+    ({"medium_iterations": 30}, ("--eval-interval", "20"),
+     r"--medium-iterations: must be a positive multiple of the behaviour chunk \(20 iterations\), got 30"),
     ({"medium_iterations": 40, "expert_iterations": 20}, ("--eval-interval", "20"),
      "--expert-iterations: must be ≥ --medium-iterations=40"),
     ({}, ("--traj-downsample-factor", "5"), "--behaviour-flags: --traj-downsample-factor must be 1"),
