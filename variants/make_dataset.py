@@ -1,8 +1,11 @@
 """Offline datasets from this project's MJX tasks, in the D4RL HDF5 layout (issue 7; specs/qt.md §8).
 
     python variants/make_dataset.py                                  # reacher: all five recipes in runs/datasets/
-    python variants/make_dataset.py --task hopper-jump --episodes 50 --medium-iterations 20 --expert-iterations 40 \
-        --behaviour-flags="--num-envs 4 --epochs-critic 5 --epochs-policy 5 --batch-size 32 --policy-update-from 5"
+    python variants/make_dataset.py --task hopper-jump --medium-iterations 60 --expert-iterations 200 \
+        --behaviour-flags="--num-envs 16 --batch-size 32 --n-embd 64 --n-head 4 --epochs-critic 10 --epochs-policy 5 \
+        --lr-policy 2e-3 --lr-critic 3e-4 --old-policy-rate 0.05 --critic-update-from 1 --policy-update-from 5 \
+        --buffer-size 2000 --eval-interval 10 --num-eval-episodes 32"     # hopper, CPU-sized agent (docs/qt.md:
+                                                                          # 48 min; it never jumps)
     python variants/make_dataset.py --help
 
 Recipes (mirroring D4RL's):
