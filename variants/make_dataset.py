@@ -220,7 +220,7 @@ def main(args: Args) -> dict:
     datasets = {r: offline.TrajectoryDataset(**c, source=r) for r, c in columns.items()}
     ref_min = float(datasets["random"].episode_returns().mean())
     ref_max = float(datasets["expert"].episode_returns().mean())
-    if ref_max <= ref_min:
+    if not offline.references_usable(ref_min, ref_max):
         print(f"WARNING: the expert's mean return {ref_max:.3f} is not above the random one {ref_min:.3f}: the behaviour "
               "agent is not trained enough, and normalised scores on these files are meaningless")
     best = max(float(d.episode_returns().max()) for d in datasets.values())

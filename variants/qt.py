@@ -445,12 +445,6 @@ def select_candidate(q, key, mode: str):
     return jnp.argmax(q, axis=-1)
 
 
-def references_usable(ref_min: float | None, ref_max: float | None) -> bool:
-    """Whether D4RL's normalised score 100 (R − ref_min) / (ref_max − ref_min) means anything: both references are
-    known and the expert's is above the random one (otherwise the score falls as the return rises)."""
-    return ref_min is not None and ref_max is not None and ref_max > ref_min
-
-
 def resolve_dataset(args: Args):
     """Load the dataset and resolve env, scale, targets, references from flags or its metadata."""
     ds = offline.load_dataset(pathlib.Path(args.dataset).expanduser())
@@ -701,7 +695,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(prog.evaluate))
     ref = (info["ref_min_score"], info["ref_max_score"])
-    has_ref = references_usable(*ref)
+    has_ref = offline.references_usable(*ref)
     if None not in ref and not has_ref:
         say(f"WARNING: the dataset's expert reference return {ref[1]:.4g} is not above its random one {ref[0]:.4g}; "
             "no normalised score is reported (raw returns only, and the best evaluation is picked by return)")

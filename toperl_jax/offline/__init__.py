@@ -16,10 +16,12 @@ from toperl_jax.offline.dataset import (
     TrajectoryDataset,
     concatenate,
     normalized_score,
+    references_usable,
     returns_to_go,
     state_stats,
 )
 from toperl_jax.offline.formats import load_d4rl_hdf5, load_dataset, load_minari, save_d4rl_hdf5, save_minari
 
 __all__ = ["FIELDS", "DatasetError", "TrajectoryDataset", "concatenate", "load_d4rl_hdf5", "load_dataset",
-           "load_minari", "normalized_score", "returns_to_go", "save_d4rl_hdf5", "save_minari", "state_stats"]
+           "load_minari", "normalized_score", "references_usable", "returns_to_go", "save_d4rl_hdf5", "save_minari",
+           "state_stats"]

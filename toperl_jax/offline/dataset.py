@@ -204,6 +204,12 @@ def state_stats(observations: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray
     return obs.mean(axis=0).astype(np.float32), (obs.std(axis=0) + eps).astype(np.float32)
 
 
+def references_usable(ref_min: float | None, ref_max: float | None) -> bool:
+    """Whether D4RL's normalised score 100 (R − ref_min) / (ref_max − ref_min) means anything: both references are
+    known and the expert's is above the random one (otherwise the score falls as the return rises)."""
+    return ref_min is not None and ref_max is not None and ref_max > ref_min
+
+
 def normalized_score(returns, ref_min: float, ref_max: float):
     """D4RL's normalised score: 100 (R − R_random) / (R_expert − R_random)."""
     if ref_max == ref_min:
