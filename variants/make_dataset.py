@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import shlex
 import sys
@@ -53,11 +52,11 @@ import tyro
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import top_erl  # the sibling variant: its make_train is the behaviour agent's trainer
 
-from toperl_jax import gaussian, offline
+from toperl_jax import gaussian
 from toperl_jax.mp import prodmp_trajectory
 from toperl_jax.offline import actions as offline_actions
-
-RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+from toperl_jax.offline import recipes
+from toperl_jax.offline.recipes import RECIPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +91,7 @@ def check_args(args: Args, te_args: top_erl.Args) -> None:
     def fail(flag, msg):
         raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
 
-    bad = [r for r in args.recipes if r not in RECIPES]
-    if bad or not args.recipes:
-        fail("recipes", f"unknown recipe(s) {bad}; accepted: {', '.join(RECIPES)}")
+    recipes.check_recipes(args.recipes)
     if args.episodes < 1:
         fail("episodes", f"must be ≥ 1, got {args.episodes}")
     every = te_args.eval_interval
@@ -161,8 +158,6 @@ def main(args: Args) -> dict:
     prog = top_erl.make_train(te_args)
     task, learner = prog.task, prog.learner
     offline_actions.check_supported(task)
-    out = pathlib.Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     random_rollout, policy_rollout, resimulate = make_rollouts(task, learner)
     key = jax.random.PRNGKey(args.seed)
     k_rand, k_med, k_exp = jax.random.split(jax.random.fold_in(key, 0xDA7A), 3)
@@ -214,37 +209,16 @@ def main(args: Args) -> dict:
         info["medium_replay_resimulation_max_return_diff"] = max(d for _, d in replay)
         print(f"medium-replay: {re_all.obs.shape[0]} episodes (iterations 1…{args.medium_iterations}); "
               f"re-simulated vs buffer returns differ by at most {info['medium_replay_resimulation_max_return_diff']:.2e}")
-        columns["medium-expert"] = {f: np.concatenate([columns["medium"][f], columns["expert"][f]])
-                                    for f in offline.FIELDS}
+        columns["medium-expert"] = recipes.medium_expert(columns)
 
-    datasets = {r: offline.TrajectoryDataset(**c, source=r) for r, c in columns.items()}
-    ref_min = float(datasets["random"].episode_returns().mean())
-    ref_max = float(datasets["expert"].episode_returns().mean())
-    if not offline.references_usable(ref_min, ref_max):
-        print(f"WARNING: the expert's mean return {ref_max:.3f} is not above the random one {ref_min:.3f}: the behaviour "
-              "agent is not trained enough, and normalised scores on these files are meaningless")
-    best = max(float(d.episode_returns().max()) for d in datasets.values())
-    scale = 10.0 ** math.floor(math.log10(max(abs(best), abs(ref_min), 1e-3)))  # upstream: hopper 3600 -> 1000
-    targets = [round(best, 3), round(0.5 * (ref_min + ref_max), 3)]
-    summary = {"env": task.name, "ref_min_score": ref_min, "ref_max_score": ref_max, "scale": scale,
-               "env_targets": targets, **info, "datasets": {}}
-    for recipe in args.recipes:
-        d = datasets[recipe]
-        meta = {"env": task.name, "recipe": recipe, "ref_min_score": ref_min, "ref_max_score": ref_max,
-                "scale": scale, "env_targets": targets, "time_in_observation": True,
-                "max_episode_steps": task.episode_length,
-                "action_space": "normalised PD command in [-1, 1] (toperl_jax.offline.actions)",
-                "behaviour": f"TOP-ERL preset {args.task} {args.behaviour_flags}, medium {args.medium_iterations} it, "
-                             f"expert {args.expert_iterations} it, seed {args.seed}",
-                "generator": "variants/make_dataset.py " + " ".join(sys.argv[1:])}
-        path = offline.save_d4rl_hdf5(out / f"{task.name}-{recipe}-v0.hdf5", d, meta)
-        s = d.summary()
-        s["normalized_return_mean"] = float(offline.normalized_score(s["return_mean"], ref_min, ref_max))
-        summary["datasets"][recipe] = {"path": str(path), **s}
-        print(f"wrote {path}: {s['episodes']} episodes, {s['steps']} steps, return {s['return_mean']:.3f} ± "
-              f"{s['return_std']:.3f} (normalised {s['normalized_return_mean']:.1f})")
+    meta = {"time_in_observation": True, "max_episode_steps": task.episode_length,
+            "action_space": "normalised PD command in [-1, 1] (toperl_jax.offline.actions)",
+            "behaviour": f"TOP-ERL preset {args.task} {args.behaviour_flags}, medium {args.medium_iterations} it, "
+                         f"expert {args.expert_iterations} it, seed {args.seed}",
+            "generator": "variants/make_dataset.py " + " ".join(sys.argv[1:])}
+    summary = recipes.write(args.out_dir, task.name, columns, args.recipes, meta, info)
     summary["wall_time_s"] = time.perf_counter() - t0
-    (out / f"{task.name}-summary.json").write_text(json.dumps(summary, indent=1))
+    recipes.write_summary(args.out_dir, summary)
     return summary
 
 

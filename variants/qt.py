@@ -45,8 +45,10 @@ Kept as upstream on purpose: the next-state term of the BC loss (`--state-loss-c
 Q normaliser on policy actions of the opposite critic (§7.5). Not implemented: `max_q_backup`, the
 non-`k_rewards` 1-step TD path, `--reward_tune cql_antmaze` (§7.7: no antmaze here).
 
-Datasets: D4RL HDF5 or Minari (`toperl_jax.offline`); evaluation needs an MJX task of this project
-(`toperl_jax.envs`) whose per-step action map exists (`toperl_jax.offline.actions`): reacher, hopper jump.
+Datasets: D4RL HDF5 or Minari (`toperl_jax.offline`). Evaluation env (`toperl_jax.offline.evaluation`): an MJX
+task of this project whose per-step action map exists (`toperl_jax.offline.actions`: reacher, hopper jump), or
+brax's MJX locomotion tasks `brax-hopper`, `brax-walker2d`, `brax-halfcheetah` (datasets from
+`variants/make_locomotion_dataset.py`). Rewards count until the env's first termination.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from jax import lax
 from toperl_jax import checkpoint as ckpt
 from toperl_jax import envs, offline
 from toperl_jax.logger import Progress, RunLogger
-from toperl_jax.offline import actions as offline_actions
+from toperl_jax.offline.evaluation import EvalEnv, make_eval_env
 from toperl_jax.offline.windows import Window, WindowData, prepare_windows, sample_windows
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -92,7 +94,8 @@ class Args:
     dataset: str = "runs/datasets/reacher-medium-replay-v0.hdf5"
     """D4RL-layout HDF5 file or Minari dataset (directory or main_data.hdf5)"""
     env: str | None = None
-    """evaluation task (`toperl_jax.envs.task_names()`); None: the dataset's `env` attribute"""
+    """evaluation env (a task of `toperl_jax.envs` or brax-hopper/-walker2d/-halfcheetah); None: the dataset's
+    `env` attribute"""
     seed: int = 123
     """random seed (upstream run.sh: 123); seed i of `--num-seeds N` uses seed + i"""
     num_seeds: int = 1
@@ -411,7 +414,7 @@ class Program(NamedTuple):
     choose_action: Callable  # see make_train
     actor: DTActor
     critic: TwinQ
-    task: envs.EpisodicTask
+    env: EvalEnv
     data: WindowData
     info: dict
 
@@ -451,8 +454,8 @@ def resolve_dataset(args: Args):
     meta = ds.metadata
     env = args.env or meta.get("env")
     if env is None:
-        raise ValueError(f"--env: the dataset {args.dataset} has no `env` attribute; name the evaluation task "
-                         f"({', '.join(envs.task_names())})")
+        raise ValueError(f"--env: the dataset {args.dataset} has no `env` attribute; name the evaluation env "
+                         f"({', '.join(envs.task_names())}, brax-hopper, brax-walker2d, brax-halfcheetah)")
     scale = float(args.scale or meta.get("scale", 1000.0))
     targets = tuple(float(t) for t in (args.env_targets or meta.get("env_targets") or ()))
     if not targets:
@@ -468,13 +471,15 @@ def make_train(args: Args) -> Program:
     """Static set-up (data on the device, networks, optimisers) and the pure functions of one run."""
     check_args(args)
     ds, info = resolve_dataset(args)
-    task = envs.make(info["env"])
-    offline_actions.check_supported(task)
-    if ds.obs_dim != task.obs_size or ds.act_dim != task.num_dof:
-        raise ValueError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the task {task.name} "
-                         f"({task.obs_size}/{task.num_dof})")
-    if task.episode_length > args.max_ep_len:
-        raise ValueError(f"--max-ep-len: must be ≥ the task's {task.episode_length} steps, got {args.max_ep_len}")
+    try:
+        env = make_eval_env(info["env"])
+    except ValueError as e:
+        raise ValueError(f"--env: {e}") from None
+    if ds.obs_dim != env.obs_size or ds.act_dim != env.action_size:
+        raise ValueError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the env {env.name} "
+                         f"({env.obs_size}/{env.action_size})")
+    if env.episode_length > args.max_ep_len:
+        raise ValueError(f"--max-ep-len: must be ≥ the env's {env.episode_length} steps, got {args.max_ep_len}")
     data, mean, std = prepare_windows(ds, info["scale"], args.max_ep_len, info["bootstrap_timeouts"])
     info.update(state_mean=mean.tolist(), state_std=std.tolist(), dataset_summary=ds.summary())
     S, A, K = ds.obs_dim, ds.act_dim, args.context_len
@@ -553,7 +558,7 @@ def make_train(args: Args) -> Program:
     targets = jnp.asarray(info["env_targets"], jnp.float32) / info["scale"]
     n_t = len(info["env_targets"])
     C = 1 if mode == "first" else args.num_candidates
-    E, T = args.num_eval_episodes, task.episode_length
+    E, T = args.num_eval_episodes, env.episode_length
     mean_j, std_j, scale, gamma = jnp.asarray(mean), jnp.asarray(std), info["scale"], args.discount
 
     def choose_action(actor_params, critic_params, obs, acts, rtg, ts, mask, s_now, key):
@@ -592,12 +597,14 @@ def make_train(args: Args) -> Program:
         return rows
 
     def evaluate(actor_params, critic_params, key):
-        """E episodes with candidate selection; {return, normalised score, task metrics} means."""
+        """E episodes with candidate selection; means of {return, episode_length, final task metrics}. Rewards
+        count until an episode's first `done` (locomotion terminations); the env keeps stepping afterwards."""
         k_reset, key = jax.random.split(key)
-        env0 = jax.vmap(task.reset)(jax.random.split(k_reset, E))
+        env0 = jax.vmap(env.reset)(jax.random.split(k_reset, E))
         carry = {"env": env0, "obs": jnp.zeros((E, K, S)), "act": jnp.zeros((E, K, A)),
                  "ts": jnp.zeros((E, K), jnp.int32), "mask": jnp.zeros((E, K)), "rtg": jnp.zeros((E, n_t, K)),
-                 "ret": jnp.zeros(E), "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key}
+                 "ret": jnp.zeros(E), "alive": jnp.ones(E, bool), "len": jnp.zeros(E),
+                 "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key}
 
         def step(c, t):
             key, k_noise, k_sel = jax.random.split(c["key"], 3)
@@ -612,18 +619,19 @@ def make_train(args: Args) -> Program:
             rep = lambda x: jnp.broadcast_to(x[:, None], (E, C) + x.shape[1:])
             a, _, _, _ = choose_action(actor_params, critic_params, rep(obs), rep(act), rows, rep(ts), rep(mask), s,
                                        k_sel)
-            env = jax.vmap(lambda st, ac: offline_actions.step_action(task, st, ac))(c["env"], a)
+            nxt = jax.vmap(env.step)(c["env"], a)
             act = act.at[:, -1].set(a)
-            return {"env": env, "obs": obs, "act": act, "ts": ts, "mask": mask, "rtg": rtg,
-                    "ret": c["ret"] + env.reward, "prev": (s, a, env.reward), "key": key}, None
+            alive = c["alive"]
+            return {"env": nxt, "obs": obs, "act": act, "ts": ts, "mask": mask, "rtg": rtg,
+                    "ret": c["ret"] + jnp.where(alive, nxt.reward, 0.0), "alive": alive & ~(nxt.done > 0),
+                    "len": c["len"] + alive, "prev": (s, a, nxt.reward), "key": key}, None
 
         c, _ = lax.scan(step, carry, jnp.arange(T))
-        out = {"return": jnp.mean(c["ret"])}
-        out.update({n: jnp.mean(v) for n, v in c["env"].metrics.items() if n in ("is_success", "distance",
-                                                                                   "max_height", "goal_dist")})
+        out = {"return": jnp.mean(c["ret"]), "episode_length": jnp.mean(c["len"])}
+        out.update({n: jnp.mean(c["env"].metrics[n]) for n in env.final_metrics})
         return out
 
-    return Program(init, run_iters, evaluate, choose_action, actor, critic, task, data, info)
+    return Program(init, run_iters, evaluate, choose_action, actor, critic, env, data, info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -667,7 +675,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     prog = make_train(args)
-    info, task = prog.info, prog.task
+    info, env = prog.info, prog.env
     resolved = _resolved(info)
     if saved is not None and saved.get("resolved") != resolved:
         old = saved.get("resolved") or {}
@@ -701,7 +709,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
             "no normalised score is reported (raw returns only, and the best evaluation is picked by return)")
     logger = RunLogger(run_dir, args.num_seeds)
     progress = Progress(args.iterations, args.steps_per_iter)
-    say(f"QT on {pathlib.Path(args.dataset).name} → {task.name}: eta {args.eta}, selection {args.resolved_selection}, "
+    say(f"QT on {pathlib.Path(args.dataset).name} → {env.name}: eta {args.eta}, selection {args.resolved_selection}, "
         f"{args.iterations} iterations × {args.steps_per_iter} steps, {args.num_seeds} seed(s), logs in {run_dir}")
     t_start, chunks_run = time.perf_counter(), 0
     while it < args.iterations and (max_chunks is None or chunks_run < max_chunks):
@@ -742,7 +750,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
                          "best_over_training (selected on test returns, as upstream; optimistic)":
                              max(rows, key=lambda r: r[key])})
     finals = np.asarray([p["final"][key] for p in per_seed])
-    summary = {"dataset": args.dataset, "env": task.name, "eta": args.eta, "selection": args.resolved_selection,
+    summary = {"dataset": args.dataset, "env": env.name, "eta": args.eta, "selection": args.resolved_selection,
                "iterations": args.iterations, "iterations_done": it, "steps_per_iter": args.steps_per_iter,
                "score_key": key, "final_mean": float(finals.mean()), "final_std": float(finals.std()),
                "per_seed": per_seed, "wall_time_s": wall_before + time.perf_counter() - t_start,
