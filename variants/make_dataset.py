@@ -31,7 +31,8 @@ expert recipe) for D4RL's normalised score 100 (R − ref_min) / (ref_max − re
 evaluation `env_targets` that QT uses, and how the data was made. Files: `<out_dir>/<env>-<recipe>-v0.hdf5`
 plus `<out_dir>/<env>-summary.json`.
 
-Not done: brax PPO/SAC locomotion datasets (hopper, halfcheetah, walker2d), box pushing (no per-step action map).
+The brax locomotion datasets are made by `variants/make_locomotion_dataset.py`. Not done: box pushing (no per-step
+action map).
 """
 
 from __future__ import annotations
