@@ -2,6 +2,7 @@
 per-dataset settings reach QT's parser, datasets are made once, finished runs are skipped, the table holds the
 seeds' mean ± std."""
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -72,7 +73,5 @@ def test_loop_settings_skip_and_table(tmp_path):
     ({"num_seeds": 0}, "--num-seeds: must be ≥ 1"),
 ])
 def test_bad_flags(change, message):
-    import dataclasses
-
     with pytest.raises(ValueError, match=message):
         bench.check_args(dataclasses.replace(bench.Args(envs=("hopper",)), **change))

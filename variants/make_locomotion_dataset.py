@@ -35,6 +35,7 @@ bootstraps through timeouts (`time_in_observation = false`). Files: `<out_dir>/b
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import json
 import pathlib
@@ -141,6 +142,10 @@ def medium_index(returns: list[float], untrained: float, fraction: float) -> int
     return next(i for i, r in enumerate(returns) if r >= threshold)
 
 
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
+
+
 def collect(rollout_fn, params, key, target: int, label: str) -> dict[str, np.ndarray]:
     """Batches of `rollout_fn(params, key)` episodes until ≥ target steps; cut after the episode that reaches it."""
     parts, n, i = [], 0, 0
@@ -148,7 +153,7 @@ def collect(rollout_fn, params, key, target: int, label: str) -> dict[str, np.nd
         cols = locomotion.flatten(rollout_fn(params, jax.random.fold_in(key, i)))
         parts.append(cols)
         n, i = n + cols["rewards"].size, i + 1
-    cols = {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
+    cols = _concat(parts)
     ends = np.flatnonzero(cols["terminals"] | cols["timeouts"])
     cut = ends[np.searchsorted(ends, target - 1)] + 1
     cols = {f: v[:cut] for f, v in cols.items()}
@@ -180,7 +185,7 @@ def main(args: Args) -> dict:
     with locomotion.brax_trainer_compat():
         make_policy, _, _ = train_fn(environment=env, progress_fn=progress, seed=args.seed, num_evals=args.num_evals,
                                      **ckpt_kw, **kwargs)
-    load = __import__(f"brax.training.agents.{algo}.checkpoint", fromlist=["load"]).load
+    load = importlib.import_module(f"brax.training.agents.{algo}.checkpoint").load
     steps = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
     if not steps:
         raise RuntimeError(f"brax's {algo} trainer saved no snapshot in {ckpt_dir}")
@@ -208,7 +213,7 @@ def main(args: Args) -> dict:
     share = max(1, -(-replay_total // (i_med + 1)))
     parts = [collect(policy_rollout, snap(i), jax.random.fold_in(k_rep, i), share,
                      f"medium-replay part {i + 1}/{i_med + 1} (snapshot at {steps[i]:,} steps)") for i in range(i_med + 1)]
-    columns["medium-replay"] = {f: np.concatenate([p[f] for p in parts]) for f in parts[0]}
+    columns["medium-replay"] = _concat(parts)
     columns["medium-expert"] = recipes.medium_expert(columns)
 
     meta = {"time_in_observation": False, "max_episode_steps": T,
