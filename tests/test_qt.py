@@ -163,6 +163,8 @@ def test_ema_and_cosine_schedules(tiny):
     (["--eta", "-1"], "--eta"),
     (["--context-len", "0"], "--context-len"),
     (["--dataset", "/nonexistent/x.hdf5"], "--dataset"),
+    (["--eval-seed", "3"], "--eval-seed: only used with --evaluate-only"),
+    (["--evaluate-only", "--resume"], "--evaluate-only: .* cannot be combined with --resume"),
 ])
 def test_bad_flags_name_the_flag(tiny, flags, flag):
     args = qt.parse_args(["--preset", "tiny", "--dataset", tiny.dataset, *flags])
@@ -251,6 +253,47 @@ def test_resume_continues_exactly(tiny, uninterrupted, tmp_path):
     _reacher_like_dataset(data, seed=1)
     with pytest.raises(ValueError, match="--resume: the dataset .* is not the one the run was trained on"):
         qt.run(dataclasses.replace(args, resume=True), verbose=False)
+
+
+def test_evaluate_only_scores_the_last_checkpoint(tiny, uninterrupted, tmp_path, monkeypatch):
+    """`--evaluate-only` restores the run's last checkpoint and evaluates it without touching the run: given the
+    training loop's key of the last iteration it reproduces the run's logged final evaluation; with held-out keys
+    and another selection rule it equals that rule's evaluation of the final state; other training flags, an
+    η = 0 run asked for Q-based selection, and a missing checkpoint are refused before compiling (the η = 0 run is
+    a copy under another directory: where a run lives is not compared with the saved flags)."""
+    run_dir = pathlib.Path(tiny.logdir) / "e2e"
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    args = dataclasses.replace(tiny, iterations=3, steps_per_iter=20, run_name="e2e", evaluate_only=True)
+    with monkeypatch.context() as m:  # the training loop's evaluation key of iteration 3
+        m.setattr(qt, "heldout_eval_keys", lambda ek, seed: jax.vmap(lambda k: jax.random.fold_in(k, 3))(ek))
+        same = qt.run(args, verbose=False)
+    final = uninterrupted["history"][-1]
+    assert same["checkpoint_iteration"] == 3 and same["selection"] == "argmax"
+    np.testing.assert_allclose(same["per_seed"][0]["return"], final["eval/return"][0], rtol=1e-6)
+    np.testing.assert_allclose(same["mean"], final["eval/normalized_score"][0], rtol=1e-6)
+
+    other = dataclasses.replace(args, selection="first", num_eval_episodes=3, eval_seed=5)
+    res = qt.run(other, verbose=False)
+    st = uninterrupted["state"]
+    _, eval_keys = qt._seed_keys(other)
+    direct = jax.jit(jax.vmap(qt.make_train(other).evaluate))(st.actor, st.critic_target,
+                                                                qt.heldout_eval_keys(eval_keys, 5))
+    np.testing.assert_allclose(res["per_seed"][0]["return"], float(direct["return"][0]), rtol=1e-6)
+    assert res["num_candidates"] == 1 and res["num_eval_episodes"] == 3
+    assert json.loads((run_dir / "eval_first_3ep_seed5.json").read_text())["mean"] == res["mean"]
+    assert {p: p.stat().st_mtime_ns for p in before if p.exists()} == before  # checkpoints, logs, summary as they were
+
+    with pytest.raises(ValueError, match="--evaluate-only: flags differ .*--lr: 0.0003 vs 0.5"):
+        qt.run(dataclasses.replace(args, lr=0.5), verbose=False)
+    dt_dir = tmp_path / "dt"  # the same run, as if trained with --eta 0 (no critic)
+    shutil.copytree(run_dir, dt_dir)
+    saved = json.loads((dt_dir / "args.json").read_text())
+    (dt_dir / "args.json").write_text(json.dumps({**saved, "eta": 0.0, "selection": None}))
+    dt = dataclasses.replace(args, logdir=str(tmp_path), run_name="dt", eta=0.0)
+    with pytest.raises(ValueError, match="--selection: the run .* trained no critic .* got argmax"):
+        qt.run(dataclasses.replace(dt, selection="argmax"), verbose=False)
+    with pytest.raises(ValueError, match="--evaluate-only: no checkpoint in .*never/checkpoints"):
+        qt.run(dataclasses.replace(args, run_name="never"), verbose=False)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):

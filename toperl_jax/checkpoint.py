@@ -32,16 +32,23 @@ def saved_args(path: pathlib.Path, args) -> dict:
     return {**json.loads(json.dumps(added)), **saved}
 
 
+LOCATION_FLAGS = ("logdir", "run_name")
+"""Flags that say where the run directory is: recorded, but not compared (a moved or copied run still resumes)."""
+
+
 def flag_diff(saved: dict, flags: dict) -> dict:
-    """{flag: (saved value, value now)} for every flag in `flags` whose saved value differs."""
-    return {n: (saved.get(n), v) for n, v in json.loads(json.dumps(flags)).items() if saved.get(n) != v}
+    """{flag: (saved value, value now)} for every flag in `flags` (but `LOCATION_FLAGS`) whose saved value
+    differs."""
+    return {n: (saved.get(n), v) for n, v in json.loads(json.dumps(flags)).items()
+            if n not in LOCATION_FLAGS and saved.get(n) != v}
 
 
-def check_same_flags(saved: dict, flags: dict) -> None:
-    """Raise `ValueError` naming every flag whose value differs from the saved run's."""
+def check_same_flags(saved: dict, flags: dict, what: str = "--resume") -> None:
+    """Raise `ValueError` (starting with `what`, the flag that asked) naming every flag whose value differs from
+    the saved run's."""
     diff = flag_diff(saved, flags)
     if diff:
-        raise ValueError("--resume: flags differ from the saved run (flag: saved vs now): "
+        raise ValueError(f"{what}: flags differ from the saved run (flag: saved vs now): "
                          + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
 
 

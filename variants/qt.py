@@ -4,6 +4,8 @@
     python variants/qt.py --dataset runs/datasets/reacher-medium-replay-v0.hdf5 --preset cpu
     python variants/qt.py --dataset ... --preset cpu --eta 0          # the Decision-Transformer baseline
     python variants/qt.py --dataset ... --preset cpu --resume         # continue an interrupted run exactly
+    python variants/qt.py --dataset ... --preset cpu --evaluate-only --selection softmax --num-eval-episodes 100
+                                                                      # re-evaluate the run's last checkpoint
     python variants/qt.py --dataset ~/d4rl/hopper-medium-v2.hdf5 --env ... # D4RL file (needs an MJX env to evaluate)
     python variants/qt.py --help
 
@@ -180,6 +182,12 @@ class Args:
     """iterations between evaluations (each evaluation is a jitted chunk boundary)"""
     num_eval_episodes: int = 10
     """episodes per evaluation"""
+    evaluate_only: bool = False
+    """evaluate the last checkpoint of the run in `logdir/run_name` instead of training, e.g. with another
+    `--selection` or more episodes: the training flags must equal the saved run's, only INFERENCE_FLAGS may differ;
+    writes run_dir/eval_<selection>_<episodes>ep_seed<eval_seed>.json"""
+    eval_seed: int = 0
+    """with `--evaluate-only`: seed of the evaluation episodes (their keys are disjoint from training's evaluations)"""
 
     # --- logging / checkpoints
     logdir: str = "runs"
@@ -206,6 +214,10 @@ class Args:
     def train_critic(self) -> bool:
         return self.eta > 0 or self.resolved_selection != "first"
 
+
+INFERENCE_FLAGS = ("selection", "num_candidates", "candidate_noise", "q_candidate", "num_eval_episodes",
+                   "evaluate_only", "eval_seed")
+"""The flags that `--evaluate-only` may change: they act only at inference, not on the trained parameters."""
 
 PRESETS: dict[str, Args] = {
     "paper": Args(),
@@ -253,6 +265,10 @@ def check_args(args: Args) -> None:
         fail("scale", f"must be > 0, got {args.scale}")
     if args.checkpoint_interval < 0:
         fail("checkpoint_interval", f"must be ≥ 0, got {args.checkpoint_interval}")
+    if args.eval_seed != 0 and not args.evaluate_only:
+        fail("eval_seed", "only used with --evaluate-only (training's evaluations use --seed)")
+    if args.evaluate_only and args.resume:
+        fail("evaluate_only", "evaluates a run's last checkpoint; it cannot be combined with --resume")
     if not pathlib.Path(args.dataset).expanduser().exists():
         fail("dataset", f"no file or directory at {args.dataset} (make one with variants/make_dataset.py)")
 
@@ -642,22 +658,110 @@ def _resolved(info: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in info.items() if k not in ("state_mean", "state_std")}))
 
 
-def _check_resume(run_dir: pathlib.Path, args: Args, flags: dict) -> dict:
-    """Fail before loading data or compiling when `run_dir` has nothing to resume or was run with other flags.
-    Returns the saved args.json (flags added since the run count as saved with their defaults)."""
+def _check_saved_run(run_dir: pathlib.Path, flags: dict, what: str) -> dict:
+    """Fail before loading data or compiling when `run_dir` has no checkpoint or was run with other `flags`; `what`
+    (--resume, --evaluate-only) starts the message. Returns the saved args.json (flags added since the run count as
+    saved with their defaults)."""
     if not ckpt.has_checkpoint(run_dir):
-        raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+        raise ValueError(f"{what}: no checkpoint in {run_dir / 'checkpoints'}")
     if not (run_dir / "args.json").is_file():
-        raise ValueError(f"--resume: {run_dir} has checkpoints but no args.json (not a run directory of "
+        raise ValueError(f"{what}: {run_dir} has checkpoints but no args.json (not a run directory of "
                          "variants/qt.py?)")
-    saved = ckpt.saved_args(run_dir / "args.json", args)
-    ckpt.check_same_flags(saved, flags)
+    saved = ckpt.saved_args(run_dir / "args.json", Args)
+    ckpt.check_same_flags(saved, flags, what)
     return saved
+
+
+def _check_same_data(saved: dict, resolved: dict, dataset: str, what: str) -> None:
+    if saved.get("resolved") != resolved:
+        old = saved.get("resolved") or {}
+        diff = {n: (old.get(n), v) for n, v in resolved.items() if old.get(n) != v}
+        raise ValueError(f"{what}: the dataset {dataset} is not the one the run was trained on (saved vs now): "
+                         + ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in diff.items()))
+
+
+def _seed_keys(args: Args):
+    """(training keys, evaluation keys) [num_seeds, 2]: seed i of the run uses PRNGKey(seed + i)."""
+    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
+    return keys, jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
+
+
+def _restore(prog: Program, run_dir: pathlib.Path, args: Args, keys, what: str):
+    """(manager, state, meta) of the run's last checkpoint, checked against `--steps-per-iter`."""
+    mgr = ckpt.manager(run_dir)
+    state, meta = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
+    it = meta["iteration"]
+    if int(state.step[0]) != it * args.steps_per_iter:
+        raise ValueError(f"{what}: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
+                         f"{int(state.step[0])} gradient steps, not {it} × --steps-per-iter {args.steps_per_iter}")
+    return mgr, state, meta
+
+
+def _references(info: dict, say) -> tuple[tuple, bool]:
+    """The dataset's (random, expert) reference returns and whether they give a normalised score (else warn)."""
+    ref = (info["ref_min_score"], info["ref_max_score"])
+    has_ref = offline.references_usable(*ref)
+    if None not in ref and not has_ref:
+        say(f"WARNING: the dataset's expert reference return {ref[1]:.4g} is not above its random one {ref[0]:.4g}; "
+            "no normalised score is reported (raw returns only, and the best evaluation is picked by return)")
+    return ref, has_ref
+
+
+def _use_compile_cache(args: Args) -> None:
+    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+
+
+def heldout_eval_keys(eval_keys, eval_seed: int):
+    """`--evaluate-only`'s episode keys per seed: fold_in(fold_in(k, 0x5E1EC7), eval_seed), a derivation disjoint
+    from training's evaluations (fold_in(k, iteration))."""
+    return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 0x5E1EC7), eval_seed))(eval_keys)
+
+
+def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
+    """`--evaluate-only`: the last checkpoint of the run in `args.run_dir`, evaluated with today's inference flags
+    (INFERENCE_FLAGS: selection rule, candidates, episodes) on held-out episode keys. The training flags and the
+    dataset must be the run's; the run itself (checkpoints, logs, summary) is not touched. Returns the result, also
+    written to run_dir/eval_<selection>_<episodes>ep_seed<eval_seed>.json."""
+    say = print if verbose else (lambda *a, **k: None)
+    check_args(args)
+    run_dir, what = args.run_dir, "--evaluate-only"
+    flags = {k: v for k, v in ckpt.run_flags(args).items() if k not in INFERENCE_FLAGS}
+    saved = _check_saved_run(run_dir, flags, what)
+    if args.resolved_selection != "first" and not (saved["eta"] > 0 or saved["selection"] not in (None, "first")):
+        raise ValueError(f"--selection: the run in {run_dir} trained no critic (--eta 0, selection first), so only "
+                         f"--selection first can evaluate it, got {args.resolved_selection}")
+    _use_compile_cache(args)
+    prog = make_train(args)
+    _check_same_data(saved, _resolved(prog.info), args.dataset, what)
+    keys, eval_keys = _seed_keys(args)
+    mgr, state, meta = _restore(prog, run_dir, args, keys, what)
+    mgr.close()
+    ref, has_ref = _references(prog.info, say)
+    t0 = time.perf_counter()
+    ev = {n: np.asarray(v, np.float64) for n, v in jax.jit(jax.vmap(prog.evaluate))(
+        state.actor, state.critic_target, heldout_eval_keys(eval_keys, args.eval_seed)).items()}
+    if has_ref:
+        ev["normalized_score"] = offline.normalized_score(ev["return"], *ref)
+    key = "normalized_score" if has_ref else "return"
+    sel = args.resolved_selection
+    result = {"run_dir": str(run_dir), "dataset": args.dataset, "checkpoint_iteration": meta["iteration"],
+              "selection": sel, "num_candidates": 1 if sel == "first" else args.num_candidates,
+              "num_eval_episodes": args.num_eval_episodes, "eval_seed": args.eval_seed, "score_key": key,
+              "mean": float(ev[key].mean()), "std": float(ev[key].std()),
+              "per_seed": [{"seed": args.seed + i, **{n: float(v[i]) for n, v in ev.items()}}
+                           for i in range(args.num_seeds)],
+              "wall_time_s": time.perf_counter() - t0}
+    out = run_dir / f"eval_{sel}_{args.num_eval_episodes}ep_seed{args.eval_seed}.json"
+    out.write_text(json.dumps(result, indent=1))
+    say(f"{run_dir} at iteration {meta['iteration']}, selection {sel}, {args.num_eval_episodes} episodes × "
+        f"{args.num_seeds} seed(s): {key} {result['mean']:.2f} ± {result['std']:.2f}; written to {out}")
+    return result
 
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
     """Train (or continue with `args.resume`) and evaluate; returns the summary (also written to
-    run_dir/summary.json) plus the final `state`.
+    run_dir/summary.json) plus the final `state`. With `args.evaluate_only`: `evaluate_checkpoint`.
 
     One chunk = `eval_every` iterations, then an evaluation. `max_chunks` stops after that many chunks in this call
     (a checkpoint is written), e.g. to split a run across jobs; `--resume` then continues it exactly: parameters,
@@ -665,35 +769,28 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     come from the checkpoint, the evaluation history, the best-so-far and the TensorBoard step from its metadata,
     and the evaluation keys are a function of seed and iteration, so the final numbers equal an uninterrupted run's.
     """
+    if args.evaluate_only:
+        return evaluate_checkpoint(args, verbose)
     say = print if verbose else (lambda *a, **k: None)
     check_args(args)
     if max_chunks is not None and max_chunks < 1:
         raise ValueError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
     run_dir = args.run_dir
     flags = ckpt.run_flags(args)
-    saved = _check_resume(run_dir, args, flags) if args.resume else None
-    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+    saved = _check_saved_run(run_dir, flags, "--resume") if args.resume else None
+    _use_compile_cache(args)
     prog = make_train(args)
     info, env = prog.info, prog.env
     resolved = _resolved(info)
-    if saved is not None and saved.get("resolved") != resolved:
-        old = saved.get("resolved") or {}
-        diff = {n: (old.get(n), v) for n, v in resolved.items() if old.get(n) != v}
-        raise ValueError(f"--resume: the dataset {args.dataset} is not the one the run was trained on (saved vs now): "
-                         + ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in diff.items()))
+    if saved is not None:
+        _check_same_data(saved, resolved, args.dataset, "--resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
+    keys, eval_keys = _seed_keys(args)
     history, it, wall_before = [], 0, 0.0
     if args.resume:
-        mgr = ckpt.manager(run_dir)
-        state, meta = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
+        mgr, state, meta = _restore(prog, run_dir, args, keys, "--resume")
         it, history = meta["iteration"], meta["history"]
         wall_before = meta.get("wall_time", history[-1]["wall_time"])
-        if int(state.step[0]) != it * args.steps_per_iter:
-            raise ValueError(f"--resume: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
-                             f"{int(state.step[0])} gradient steps, not {it} × --steps-per-iter {args.steps_per_iter}")
         say(f"resumed {run_dir} at iteration {it}")
     else:
         state = jax.jit(jax.vmap(prog.init))(keys)
@@ -702,11 +799,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     chunk_steps = args.eval_every * args.steps_per_iter
     chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
     eval_fn = jax.jit(jax.vmap(prog.evaluate))
-    ref = (info["ref_min_score"], info["ref_max_score"])
-    has_ref = offline.references_usable(*ref)
-    if None not in ref and not has_ref:
-        say(f"WARNING: the dataset's expert reference return {ref[1]:.4g} is not above its random one {ref[0]:.4g}; "
-            "no normalised score is reported (raw returns only, and the best evaluation is picked by return)")
+    ref, has_ref = _references(info, say)
     logger = RunLogger(run_dir, args.num_seeds)
     progress = Progress(args.iterations, args.steps_per_iter)
     say(f"QT on {pathlib.Path(args.dataset).name} → {env.name}: eta {args.eta}, selection {args.resolved_selection}, "
