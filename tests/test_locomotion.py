@@ -157,6 +157,8 @@ def test_rollout_matches_brax_step_by_step():
             np.testing.assert_allclose(ep.rewards[i, t], s.reward, rtol=1e-4, atol=1e-4)
             assert bool(ep.done[i, t]) == bool(s.done > 0)
         assert valid[i].all() or not valid[i, t]  # invalid from the step after the first done on
+    for f in ep:  # zero padding after the termination (the loop stops once every episode has ended)
+        assert not np.asarray(f)[~valid].any()
 
 
 @pytest.mark.parametrize("returns, untrained, index", [
@@ -168,6 +170,14 @@ def test_medium_index(returns, untrained, index):
     assert mld.medium_index(returns, untrained, 1 / 3) == index
     thr = untrained + (returns[-1] - untrained) / 3
     assert returns[index] >= thr and all(r < thr for r in returns[:index])
+
+
+def test_expert_and_medium_snapshots():
+    """`--expert last` takes the final snapshot, `best` the highest evaluation; medium is 1/3 of the way to it."""
+    returns = [50.0, 500.0, 1000.0, 2700.0, 1200.0]  # the last evaluation fell into a dip
+    assert mld.expert_index(returns, "last") == 4 and mld.expert_index(returns, "best") == 3
+    assert mld.medium_index(returns, 0.0, 1 / 3, 4) == 1  # threshold 400
+    assert mld.medium_index(returns, 0.0, 1 / 3, 3) == 2  # threshold 900
 
 
 class _FakeState(NamedTuple):

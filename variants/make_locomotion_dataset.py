@@ -13,9 +13,10 @@ backend="mjx")`. The trainer saves a policy snapshot at each of its `--num-evals
 
 Recipes (mirroring D4RL's; `--transitions` steps each, 1M as in D4RL, in whole episodes of ≤ 1000 steps):
 - `random`: i.i.d. uniform actions in [−1, 1].
-- `expert`: the final snapshot.
+- `expert`: the final snapshot (D4RL: the trained agent); `--expert best`: the snapshot with the highest evaluation
+  return, for short runs whose last evaluation falls into one of SAC's dips.
 - `medium`: the first snapshot whose evaluation return covers `--medium-fraction` (D4RL: "approximately 1/3 the
-  performance of the expert") of the way from the untrained policy's evaluation return to the final snapshot's.
+  performance of the expert") of the way from the untrained policy's evaluation return to the expert snapshot's.
 - `medium-replay`: what the learner collected up to the medium snapshot. brax's trainers do not expose their
   rollouts or replay buffer, so this is rebuilt from the snapshots: every snapshot up to the medium one
   contributes an equal share (the evaluations are evenly spaced in env steps) of stochastic-policy episodes, in
@@ -86,7 +87,9 @@ class Args:
     """episodes rolled out in parallel per batch"""
     medium_fraction: float = 1 / 3
     """the medium snapshot is the first whose evaluation return covers this fraction of the way from the untrained
-    policy's to the final snapshot's"""
+    policy's to the expert snapshot's"""
+    expert: Literal["last", "best"] = "last"
+    """expert snapshot: the last (D4RL: the trained agent) or the one with the highest evaluation return"""
     num_evals: int = 40
     """trainer evaluations = policy snapshots (brax's notebook: 20; more gives a finer medium level)"""
     trainer_flags: str = "{}"
@@ -134,11 +137,17 @@ def check_args(args: Args) -> None:
         fail("medium_fraction", f"must be in (0, 1], got {args.medium_fraction}")
 
 
-def medium_index(returns: list[float], untrained: float, fraction: float) -> int:
+def expert_index(returns: list[float], rule: str) -> int:
+    """Index of the expert snapshot: the last, or (rule "best") the first with the highest evaluation return."""
+    return len(returns) - 1 if rule == "last" else int(np.argmax(returns))
+
+
+def medium_index(returns: list[float], untrained: float, fraction: float, expert: int = -1) -> int:
     """Index of the first snapshot whose evaluation return covers `fraction` of the way from the untrained policy's
-    (step 0) to the final snapshot's (for positive returns and an untrained return of ~0 this is D4RL's "1/3 of the
-    expert"; measured from the untrained return it also holds for negative returns, e.g. halfcheetah's)."""
-    threshold = untrained + fraction * (returns[-1] - untrained)
+    (step 0) to the expert snapshot's (index `expert`, default the last; for positive returns and an untrained return
+    of ~0 this is D4RL's "1/3 of the expert"; measured from the untrained return it also holds for negative returns,
+    e.g. halfcheetah's). It is never later than the expert snapshot."""
+    threshold = untrained + fraction * (returns[expert] - untrained)
     return next(i for i, r in enumerate(returns) if r >= threshold)
 
 
@@ -190,10 +199,11 @@ def main(args: Args) -> dict:
     if not steps:
         raise RuntimeError(f"brax's {algo} trainer saved no snapshot in {ckpt_dir}")
     curve = [{"env_steps": s, "eval_return": evals.get(s)} for s in steps]
-    final = evals[steps[-1]]
-    i_med = medium_index([evals[s] for s in steps], evals.get(0, 0.0), args.medium_fraction)
-    if i_med == len(steps) - 1:
-        print("WARNING: no snapshot before the last reaches the medium level; medium = expert")
+    returns = [evals[s] for s in steps]
+    i_exp = expert_index(returns, args.expert)
+    i_med = medium_index(returns, evals.get(0, 0.0), args.medium_fraction, i_exp)
+    if i_med == i_exp:
+        print("WARNING: no snapshot before the expert one reaches the medium level; medium = expert")
     snap = lambda i: load(ckpt_dir / f"{steps[i]:012d}")
 
     T, n = EPISODE_LENGTH, args.rollout_envs
@@ -207,8 +217,8 @@ def main(args: Args) -> dict:
     columns = {"random": collect(random_rollout, None, k_rand, args.transitions, "random"),
                "medium": collect(policy_rollout, snap(i_med), k_med, args.transitions,
                                  f"medium (snapshot at {steps[i_med]:,} steps, eval {evals[steps[i_med]]:.1f})"),
-               "expert": collect(policy_rollout, snap(len(steps) - 1), k_exp, args.transitions,
-                                 f"expert (snapshot at {steps[-1]:,} steps, eval {final:.1f})")}
+               "expert": collect(policy_rollout, snap(i_exp), k_exp, args.transitions,
+                                 f"expert ({args.expert} snapshot, at {steps[i_exp]:,} steps, eval {returns[i_exp]:.1f})")}
     replay_total = min(steps[i_med], args.transitions)
     share = max(1, -(-replay_total // (i_med + 1)))
     parts = [collect(policy_rollout, snap(i), jax.random.fold_in(k_rep, i), share,
@@ -219,11 +229,11 @@ def main(args: Args) -> dict:
     meta = {"time_in_observation": False, "max_episode_steps": T,
             "action_space": "brax action in [-1, 1] (brax.envs MJX backend)",
             "behaviour": f"brax {algo} {json.dumps(kwargs)}, num_evals {args.num_evals}, seed {args.seed}; medium "
-                         f"snapshot {steps[i_med]} steps, expert {steps[-1]} steps",
+                         f"snapshot {steps[i_med]} steps, expert ({args.expert}) {steps[i_exp]} steps",
             "generator": "variants/make_locomotion_dataset.py " + " ".join(sys.argv[1:])}
     info = {"algorithm": algo, "trainer_kwargs": kwargs, "behaviour_curve": curve, "untrained_eval_return": evals.get(0),
             "medium_snapshot": steps[i_med],
-            "expert_snapshot": steps[-1], "medium_replay_snapshots": steps[:i_med + 1],
+            "expert_snapshot": steps[i_exp], "expert_rule": args.expert, "medium_replay_snapshots": steps[:i_med + 1],
             "deterministic_behaviour": det}
     summary = recipes.write(out, env_name, columns, args.recipes, meta, info)
     summary["wall_time_s"] = time.perf_counter() - t0

@@ -71,7 +71,7 @@ def brax_trainer_compat():
 
 
 class Episodes(NamedTuple):
-    """n episodes of at most T steps, padded after termination ([n, T, ...]).
+    """n episodes of at most T steps, zero-padded after termination ([n, T, ...]).
 
     obs: state before each step; actions, rewards; done: the env's termination flag after the step;
     valid: the step belongs to the episode (no termination before it).
@@ -86,20 +86,32 @@ class Episodes(NamedTuple):
 
 def rollout(env, act_fn: Callable, key: jax.Array, n: int, T: int) -> Episodes:
     """Run n episodes of ≤ T steps from fresh resets; `act_fn(obs [n, S], key) -> actions [n, A]` (clipped to
-    [−1, 1] here). After a termination the env keeps stepping (brax does not stop), but those steps are not valid."""
+    [−1, 1] here). Steps after an episode's first termination are not valid (zeros); the loop stops as soon as every
+    episode has terminated, so batches of short episodes (random actions, early snapshots) cost their longest
+    episode, not T steps."""
     k_reset, key = jax.random.split(key)
     start = jax.vmap(env.reset)(jax.random.split(k_reset, n))
+    keys = jax.random.split(key, T)
+    f32 = jnp.float32
+    buf = Episodes(jnp.zeros((T, n, env.observation_size), f32), jnp.zeros((T, n, env.action_size), f32),
+                   jnp.zeros((T, n), f32), jnp.zeros((T, n), bool), jnp.zeros((T, n), bool))
 
-    def step(carry, k):
-        state, alive = carry
-        a = jnp.clip(act_fn(state.obs, k), -1.0, 1.0)
+    def running(c):
+        t, _, alive, _ = c
+        return (t < T) & jnp.any(alive)
+
+    def step(c):
+        t, state, alive, buf = c
+        a = jnp.clip(act_fn(state.obs, keys[t]), -1.0, 1.0)
         nxt = jax.vmap(env.step)(state, a)
         done = nxt.done > 0
-        return (nxt, alive & ~done), (state.obs, a, nxt.reward, done, alive)
+        row = Episodes(state.obs, a, nxt.reward, done & alive, alive)
+        buf = jax.tree.map(lambda b, x: b.at[t].set(jnp.where(alive.reshape((n,) + (1,) * (x.ndim - 1)), x, 0)
+                                                      .astype(b.dtype)), buf, row)
+        return t + 1, nxt, alive & ~done, buf
 
-    _, (obs, act, rew, done, valid) = jax.lax.scan(step, (start, jnp.ones(n, bool)), jax.random.split(key, T))
-    swap = lambda x: jnp.swapaxes(x, 0, 1)
-    return Episodes(swap(obs), swap(act), swap(rew), swap(done), swap(valid))
+    _, _, _, buf = jax.lax.while_loop(running, step, (jnp.int32(0), start, jnp.ones(n, bool), buf))
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), buf)
 
 
 def flatten(ep: Episodes) -> dict[str, np.ndarray]:
