@@ -728,7 +728,7 @@ def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
     run_dir, what = args.run_dir, "--evaluate-only"
     flags = {k: v for k, v in ckpt.run_flags(args).items() if k not in INFERENCE_FLAGS}
     saved = _check_saved_run(run_dir, flags, what)
-    if args.resolved_selection != "first" and not (saved["eta"] > 0 or saved["selection"] not in (None, "first")):
+    if args.resolved_selection != "first" and not dataclasses.replace(args, selection=saved["selection"]).train_critic:
         raise ValueError(f"--selection: the run in {run_dir} trained no critic (--eta 0, selection first), so only "
                          f"--selection first can evaluate it, got {args.resolved_selection}")
     _use_compile_cache(args)

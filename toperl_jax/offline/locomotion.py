@@ -105,7 +105,7 @@ def rollout(env, act_fn: Callable, key: jax.Array, n: int, T: int) -> Episodes:
         a = jnp.clip(act_fn(state.obs, keys[t]), -1.0, 1.0)
         nxt = jax.vmap(env.step)(state, a)
         done = nxt.done > 0
-        row = Episodes(state.obs, a, nxt.reward, done & alive, alive)
+        row = Episodes(state.obs, a, nxt.reward, done, alive)
         buf = jax.tree.map(lambda b, x: b.at[t].set(jnp.where(alive.reshape((n,) + (1,) * (x.ndim - 1)), x, 0)
                                                       .astype(b.dtype)), buf, row)
         return t + 1, nxt, alive & ~done, buf
