@@ -281,6 +281,11 @@ def test_evaluate_only_scores_the_last_checkpoint(tiny, uninterrupted, tmp_path,
     np.testing.assert_allclose(res["per_seed"][0]["return"], float(direct["return"][0]), rtol=1e-6)
     assert res["num_candidates"] == 1 and res["num_eval_episodes"] == 3
     assert json.loads((run_dir / "eval_first_3ep_seed5.json").read_text())["mean"] == res["mean"]
+    # results under other inference flags land in other files (names spell every flag that acts)
+    no_q = qt.run(dataclasses.replace(args, q_candidate=False), verbose=False)
+    assert json.loads((run_dir / "eval_argmax_c4_noise0.1_qcand_2ep_seed0.json").read_text())["mean"] == same["mean"]
+    saved_no_q = json.loads((run_dir / "eval_argmax_c4_noise0.1_noqcand_2ep_seed0.json").read_text())
+    assert saved_no_q["mean"] == no_q["mean"] and saved_no_q["q_candidate"] is False
     assert {p: p.stat().st_mtime_ns for p in before if p.exists()} == before  # checkpoints, logs, summary as they were
 
     with pytest.raises(ValueError, match="--evaluate-only: flags differ .*--lr: 0.0003 vs 0.5"):

@@ -185,7 +185,7 @@ class Args:
     evaluate_only: bool = False
     """evaluate the last checkpoint of the run in `logdir/run_name` instead of training, e.g. with another
     `--selection` or more episodes: the training flags must equal the saved run's, only INFERENCE_FLAGS may differ;
-    writes run_dir/eval_<selection>_<episodes>ep_seed<eval_seed>.json"""
+    writes run_dir/eval_<selection>[_c<candidates>_noise<σ>_[no]qcand]_<episodes>ep_seed<eval_seed>.json"""
     eval_seed: int = 0
     """with `--evaluate-only`: seed of the evaluation episodes (their keys are disjoint from training's evaluations)"""
 
@@ -718,11 +718,21 @@ def heldout_eval_keys(eval_keys, eval_seed: int):
     return jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, 0x5E1EC7), eval_seed))(eval_keys)
 
 
+def eval_file_name(args: Args) -> str:
+    """`--evaluate-only`'s output name; it spells every inference flag that acts, so results under different
+    flags do not overwrite each other: eval_first_<n>ep_seed<s>.json, or for Q-based selection
+    eval_<selection>_c<candidates>_noise<σ>_[no]qcand_<n>ep_seed<s>.json."""
+    sel = args.resolved_selection
+    parts = [sel] if sel == "first" else [sel, f"c{args.num_candidates}", f"noise{args.candidate_noise:g}",
+                                          "qcand" if args.q_candidate else "noqcand"]
+    return "eval_" + "_".join(parts + [f"{args.num_eval_episodes}ep", f"seed{args.eval_seed}"]) + ".json"
+
+
 def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
     """`--evaluate-only`: the last checkpoint of the run in `args.run_dir`, evaluated with today's inference flags
     (INFERENCE_FLAGS: selection rule, candidates, episodes) on held-out episode keys. The training flags and the
     dataset must be the run's; the run itself (checkpoints, logs, summary) is not touched. Returns the result, also
-    written to run_dir/eval_<selection>_<episodes>ep_seed<eval_seed>.json."""
+    written to run_dir/`eval_file_name(args)`."""
     say = print if verbose else (lambda *a, **k: None)
     check_args(args)
     run_dir, what = args.run_dir, "--evaluate-only"
@@ -747,12 +757,13 @@ def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
     sel = args.resolved_selection
     result = {"run_dir": str(run_dir), "dataset": args.dataset, "checkpoint_iteration": meta["iteration"],
               "selection": sel, "num_candidates": 1 if sel == "first" else args.num_candidates,
+              **({} if sel == "first" else {"candidate_noise": args.candidate_noise, "q_candidate": args.q_candidate}),
               "num_eval_episodes": args.num_eval_episodes, "eval_seed": args.eval_seed, "score_key": key,
               "mean": float(ev[key].mean()), "std": float(ev[key].std()),
               "per_seed": [{"seed": args.seed + i, **{n: float(v[i]) for n, v in ev.items()}}
                            for i in range(args.num_seeds)],
               "wall_time_s": time.perf_counter() - t0}
-    out = run_dir / f"eval_{sel}_{args.num_eval_episodes}ep_seed{args.eval_seed}.json"
+    out = run_dir / eval_file_name(args)
     out.write_text(json.dumps(result, indent=1))
     say(f"{run_dir} at iteration {meta['iteration']}, selection {sel}, {args.num_eval_episodes} episodes × "
         f"{args.num_seeds} seed(s): {key} {result['mean']:.2f} ± {result['std']:.2f}; written to {out}")
