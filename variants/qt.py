@@ -30,7 +30,10 @@ episodes × candidates batched.
 
 Upstream bugs fixed here (spec §7; each is also named where the fix lives):
   §7.1 Q candidate in the wrong units → `_candidate_rtgs` uses (Q̄(s_{t−1}, a_{t−1}) − r_{t−1}) / γ / scale, and
-       no Q candidate at t = 0 (upstream scored the zero pad state there).
+       no Q candidate at t = 0 (upstream scored the zero pad state there). What no fix can change: Q̄ is a
+       γ-discounted return (horizon ~1/(1−γ) steps), the RTG an undiscounted one, so on long episodes this
+       candidate asks for less than the return still to come (on the CPU-sized hopper it was the largest single
+       loss of QT's inference, docs/qt.md; `--no-q-candidate` drops it).
   §7.2 leftover candidate rows with random N(0,1) RTG histories, and all un-noised rows copies of target[0]
        (grouped repetition) → `_candidate_rtgs`: row c uses target c mod n; rows c ≥ n get the noise.
   §7.3 a terminal window drops its last reward (and its last position) → `nstep_targets` keeps r_{T−1} and
