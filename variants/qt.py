@@ -615,15 +615,20 @@ def make_train(args: Args) -> Program:
             rows = rows.at[:, -1, -1].set(jnp.where(t > 0, cand, rows[:, -1, -1]))
         return rows
 
+    q_row = mode != "first" and args.q_candidate and C > n_t  # the last row carries the critic's candidate
+
     def evaluate(actor_params, critic_params, key):
-        """E episodes with candidate selection; means of {return, episode_length, final task metrics}. Rewards
-        count until an episode's first `done` (locomotion terminations); the env keeps stepping afterwards."""
+        """E episodes with candidate selection; means of {return, episode_length, final task metrics}, and with a Q
+        candidate its diagnostics: q_candidate_share (fraction of the steps t > 0 that executed the critic's row)
+        and q_candidate_rtg (that row's current RTG, raw units, averaged over those steps). Rewards count until an
+        episode's first `done` (locomotion terminations); the env keeps stepping afterwards."""
         k_reset, key = jax.random.split(key)
         env0 = jax.vmap(env.reset)(jax.random.split(k_reset, E))
         carry = {"env": env0, "obs": jnp.zeros((E, K, S)), "act": jnp.zeros((E, K, A)),
                  "ts": jnp.zeros((E, K), jnp.int32), "mask": jnp.zeros((E, K)), "rtg": jnp.zeros((E, n_t, K)),
                  "ret": jnp.zeros(E), "alive": jnp.ones(E, bool), "len": jnp.zeros(E),
-                 "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key}
+                 "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key,
+                 "q_steps": jnp.zeros(E), "q_chosen": jnp.zeros(E), "q_rtg": jnp.zeros(E)}
 
         def step(c, t):
             key, k_noise, k_sel = jax.random.split(c["key"], 3)
@@ -636,18 +641,24 @@ def make_train(args: Args) -> Program:
             rtg = jnp.concatenate([c["rtg"][:, :, 1:], cur[..., None]], axis=-1)
             rows = _candidate_rtgs(rtg, t, c["prev"], critic_params, k_noise)
             rep = lambda x: jnp.broadcast_to(x[:, None], (E, C) + x.shape[1:])
-            a, _, _, _ = choose_action(actor_params, critic_params, rep(obs), rep(act), rows, rep(ts), rep(mask), s,
-                                       k_sel)
+            a, idx, _, _ = choose_action(actor_params, critic_params, rep(obs), rep(act), rows, rep(ts), rep(mask), s,
+                                         k_sel)
             nxt = jax.vmap(env.step)(c["env"], a)
             act = act.at[:, -1].set(a)
             alive = c["alive"]
+            counted = alive & (t > 0)  # steps that had a Q candidate
             return {"env": nxt, "obs": obs, "act": act, "ts": ts, "mask": mask, "rtg": rtg,
                     "ret": c["ret"] + jnp.where(alive, nxt.reward, 0.0), "alive": alive & ~(nxt.done > 0),
-                    "len": c["len"] + alive, "prev": (s, a, nxt.reward), "key": key}, None
+                    "len": c["len"] + alive, "prev": (s, a, nxt.reward), "key": key,
+                    "q_steps": c["q_steps"] + counted, "q_chosen": c["q_chosen"] + (counted & (idx == C - 1)),
+                    "q_rtg": c["q_rtg"] + jnp.where(counted, rows[:, -1, -1] * scale, 0.0)}, None
 
         c, _ = lax.scan(step, carry, jnp.arange(T))
         out = {"return": jnp.mean(c["ret"]), "episode_length": jnp.mean(c["len"])}
         out.update({n: jnp.mean(c["env"].metrics[n]) for n in env.final_metrics})
+        if q_row:
+            n_q = jnp.maximum(jnp.sum(c["q_steps"]), 1.0)
+            out.update(q_candidate_share=jnp.sum(c["q_chosen"]) / n_q, q_candidate_rtg=jnp.sum(c["q_rtg"]) / n_q)
         return out
 
     return Program(init, run_iters, evaluate, choose_action, actor, critic, env, data, info)
