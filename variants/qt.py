@@ -598,6 +598,8 @@ def make_train(args: Args) -> Program:
         idx = select_candidate(q, key, mode)
         return jnp.take_along_axis(a_hat, idx[:, None, None], axis=1)[:, 0], idx, q, a_hat
 
+    q_row = mode != "first" and args.q_candidate and C > n_t  # the last row carries the critic's candidate
+
     def _candidate_rtgs(rtg_hist, t, prev, critic_params, key):
         """[E, C, K] candidate RTG histories. Fix §7.2: row c follows target c mod n (upstream: grouped repeats, so
         the un-noised rows were all target[0], and leftover rows got random N(0,1) histories); rows c ≥ n get
@@ -608,14 +610,12 @@ def make_train(args: Args) -> Program:
             return rows
         noise = args.candidate_noise * jax.random.normal(key, (E, C)) * (jnp.arange(C) >= n_t)
         rows = rows.at[:, :, -1].add(noise)
-        if args.q_candidate and C > n_t:
+        if q_row:
             s_prev, a_prev, r_prev = prev
             qv = jnp.min(critic.apply(critic_params, s_prev, a_prev), axis=0)
             cand = (qv - r_prev) / gamma / scale
             rows = rows.at[:, -1, -1].set(jnp.where(t > 0, cand, rows[:, -1, -1]))
         return rows
-
-    q_row = mode != "first" and args.q_candidate and C > n_t  # the last row carries the critic's candidate
 
     def evaluate(actor_params, critic_params, key):
         """E episodes with candidate selection; means of {return, episode_length, final task metrics}, and with a Q
