@@ -628,7 +628,7 @@ def make_train(args: Args) -> Program:
                  "ts": jnp.zeros((E, K), jnp.int32), "mask": jnp.zeros((E, K)), "rtg": jnp.zeros((E, n_t, K)),
                  "ret": jnp.zeros(E), "alive": jnp.ones(E, bool), "len": jnp.zeros(E),
                  "prev": (jnp.zeros((E, S)), jnp.zeros((E, A)), jnp.zeros(E)), "key": key,
-                 "q_steps": jnp.zeros(E), "q_chosen": jnp.zeros(E), "q_rtg": jnp.zeros(E)}
+                 "q_chosen": jnp.zeros(E), "q_rtg": jnp.zeros(E)}
 
         def step(c, t):
             key, k_noise, k_sel = jax.random.split(c["key"], 3)
@@ -650,14 +650,14 @@ def make_train(args: Args) -> Program:
             return {"env": nxt, "obs": obs, "act": act, "ts": ts, "mask": mask, "rtg": rtg,
                     "ret": c["ret"] + jnp.where(alive, nxt.reward, 0.0), "alive": alive & ~(nxt.done > 0),
                     "len": c["len"] + alive, "prev": (s, a, nxt.reward), "key": key,
-                    "q_steps": c["q_steps"] + counted, "q_chosen": c["q_chosen"] + (counted & (idx == C - 1)),
+                    "q_chosen": c["q_chosen"] + (counted & (idx == C - 1)),
                     "q_rtg": c["q_rtg"] + jnp.where(counted, rows[:, -1, -1] * scale, 0.0)}, None
 
         c, _ = lax.scan(step, carry, jnp.arange(T))
         out = {"return": jnp.mean(c["ret"]), "episode_length": jnp.mean(c["len"])}
         out.update({n: jnp.mean(c["env"].metrics[n]) for n in env.final_metrics})
         if q_row:
-            n_q = jnp.maximum(jnp.sum(c["q_steps"]), 1.0)
+            n_q = jnp.maximum(jnp.sum(c["len"] - 1), 1.0)  # counted steps: every alive step but t = 0
             out.update(q_candidate_share=jnp.sum(c["q_chosen"]) / n_q, q_candidate_rtg=jnp.sum(c["q_rtg"]) / n_q)
         return out
 
