@@ -3,7 +3,7 @@
 Given the raw policy output N(μ, LLᵀ) and the old policy N(μₒ, LₒLₒᵀ), return the closest Gaussian
 N(μ̃, L̃L̃ᵀ) whose mean part and covariance part of KL(·‖old) stay within `mean_bound` and `cov_bound`.
 
-Mean (closed form): m = ½‖Lₒ⁻¹(μ − μₒ)‖²; if m > ε_μ then ω = √(m/ε_μ) − 1 and μ̃ = (μ + ω μₒ)/(1 + ω).
+Mean (closed form): m = ½‖Lₒ⁻¹(μ − μₒ)‖²; if m > ε_μ then ω = √(m/ε_μ) − 1 and μ̃ = μₒ + (μ − μₒ)/(1 + ω).
 
 Covariance: minimise KL(Σ̃‖Σ) s.t. KL(Σ̃‖Σₒ) ≤ ε_Σ. The solution is Σ̃⁻¹ = (η Σₒ⁻¹ + Σ⁻¹)/(1 + η) with the
 dual variable η ≥ 0 the unique root of KL(Σ̃(η)‖Σₒ) = ε_Σ. Upstream solves the dual with NLopt in C++ and
@@ -18,13 +18,16 @@ writes the backward pass by hand; here, everything is jit/vmap/grad-safe JAX:
 3. Gradient of η by the implicit-function theorem, without a custom VJP:
    η̂ = η* − sg(1/F′(η*)) · (KL(η*; L, Lₒ) − sg(KL(η*; L, Lₒ))) has the value η* and the derivative
    −∂KL/∂θ / F′, with KL written in matrix form (differentiable in L).
-4. Σ̃ = (1 + η) L (I + η BᵀB)⁻¹ Lᵀ = (1 + η) WᵀW with W = C⁻¹Lᵀ, C = chol(I + η BᵀB); QR of W gives
-   L̃ = √(1 + η) Rᵀ with a positive diagonal, without inverting or re-factorising Σ̃.
+4. Whitened, Σ̃ is S̃ = Lₒ⁻¹Σ̃Lₒ⁻ᵀ = I + D with D = (A − I)(I + ηA)⁻¹, A = BBᵀ, formed from A − I without adding
+   I first; L̃ = Lₒ chol(I + D). As η grows S̃ → I and |D| ~ √ε_Σ, so building D (not S̃) keeps float32 digits.
+   One Newton step of η on the KL of that factor itself (before differentiation) removes the error that
+   float32 eigenvalues of an ill-conditioned A leave in η*.
 5. Rows with KL₀ ≤ ε keep L (gradient straight through). Rows whose solve does not reach
-   |F(η*) − ε| ≤ `rtol`·ε (η would exceed 1e12) fall back to sg(Lₒ), as upstream does.
+   |F(η*) − ε| ≤ `rtol`·ε (η would exceed 1e12), or whose factor is not finite or misses ε by half, fall back to
+   sg(Lₒ), as upstream does; their gradient path sees a harmless problem (B = I, η = 0).
 
 The solve runs in the dtype of the inputs: float64 when x64 is enabled (as the upstream C++ does), otherwise
-float32, where the log1p-stable forms keep |F(η*) − ε| at about 1e-6·ε.
+float32, where |KL(L̃‖Lₒ) − ε| stays within 1e-4·ε up to KL₀ ≈ 5e4·ε (docs/foundation.md).
 
 Entropy control (after the projection unless `entropy_first`): with bound β(step), if H(L̃) < β (or always,
 with `entropy_eq`) L̃ ← L̃·exp((β − H(L̃))/k).
@@ -50,6 +53,7 @@ from toperl_jax import gaussian
 sg = lax.stop_gradient
 
 ETA_MAX = 1e12  # upper bound of the dual variable (upstream NLopt bound)
+OUTPUT_RTOL = 0.5  # a projected factor whose KL misses ε_Σ by more than this (relative) is unsound: fall back
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ def project_mean(mean: jax.Array, mean_old: jax.Array, L_old: jax.Array, bound: 
     m = gaussian.mean_kl(mean, mean_old, L_old)
     active = m > bound
     omega = jnp.sqrt(jnp.where(active, m, bound) / bound) - 1.0  # double-where: no NaN gradient at m = 0
-    projected = (mean + omega[..., None] * mean_old) / (1.0 + omega + 1e-16)[..., None]
+    # μₒ + (μ − μₒ)/(1 + ω) = (μ + ωμₒ)/(1 + ω), without losing digits when |μₒ| ≫ |μ − μₒ|
+    projected = mean_old + (mean - mean_old) / (1.0 + omega)[..., None]
     return jnp.where(active[..., None], projected, mean)
 
 
@@ -142,27 +147,24 @@ def _solve_dual(mu: jax.Array, kl0: jax.Array, bound: float, iters: int) -> jax.
     return jnp.expm1(u)
 
 
-def _projected_kl_matrix_form(B: jax.Array, eta: jax.Array) -> jax.Array:
-    """KL(Σ̃(η)‖Σₒ) written in L through B = Lₒ⁻¹L, differentiable in L (used for dη/dL only).
+def _whitened_deviation(B: jax.Array, eta: jax.Array) -> jax.Array:
+    """D = S̃(η) − I = (A − I)(I + ηA)⁻¹, A = BBᵀ: the whitened projected covariance minus I, differentiable in B.
 
-    ½[(1 + η) tr((I + ηBᵀB)⁻¹BᵀB) − k − k log(1 + η) − 2 Σ log B_ii + 2 Σ log C_ii], C = chol(I + ηBᵀB).
+    S̃ = Lₒ⁻¹Σ̃Lₒ⁻ᵀ = (1 + η)A(I + ηA)⁻¹. D is formed from A − I = E + Eᵀ + EEᵀ (E = B − I) without adding
+    I first, so its relative precision does not degrade as S̃ → I (η ≫ 1, where |D| ~ √ε_Σ).
     """
     k = B.shape[-1]
-    C = jnp.linalg.cholesky(jnp.eye(k, dtype=B.dtype) + eta * B.T @ B)
-    X = solve_triangular(C, B.T, lower=True)
-    log_det_B = jnp.sum(jnp.log(jnp.diagonal(B)))
-    log_det_C = jnp.sum(jnp.log(jnp.diagonal(C)))
-    return 0.5 * ((1.0 + eta) * jnp.sum(jnp.square(X)) - k - k * jnp.log1p(eta)) - log_det_B + log_det_C
+    eye = jnp.eye(k, dtype=B.dtype)
+    E = B - eye
+    A_minus_I = E + E.T + E @ E.T
+    C = jnp.linalg.cholesky((1.0 + eta) * eye + eta * A_minus_I)  # chol(I + ηA)
+    D = solve_triangular(C.T, solve_triangular(C, A_minus_I, lower=True), lower=False)
+    return 0.5 * (D + D.T)
 
 
-def _projected_factor(L: jax.Array, B: jax.Array, eta: jax.Array) -> jax.Array:
-    """L̃ with L̃L̃ᵀ = (1 + η) L (I + ηBᵀB)⁻¹ Lᵀ, by QR of C⁻¹Lᵀ; L̃ = L at η = 0."""
-    k = L.shape[-1]
-    C = jnp.linalg.cholesky(jnp.eye(k, dtype=L.dtype) + eta * B.T @ B)
-    W = solve_triangular(C, L.T, lower=True)
-    R = jnp.linalg.qr(W, mode="r")
-    signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(L.dtype)
-    return jnp.sqrt(1.0 + eta) * (R.T * signs[None, :])
+def _projected_kl(D: jax.Array, G: jax.Array) -> jax.Array:
+    """KL(Σ̃‖Σₒ) = ½[tr D − log|I + D|] with I + D = GGᵀ (used for its derivative dη/dL only)."""
+    return 0.5 * jnp.trace(D) - jnp.sum(jnp.log(jnp.diagonal(G)))
 
 
 def _project_cov_row(L: jax.Array, L_old: jax.Array, bound: float, iters: int, rtol: float):
@@ -179,15 +181,27 @@ def _project_cov_row(L: jax.Array, L_old: jax.Array, bound: float, iters: int, r
     eta_star = _solve_dual(mu, jnp.where(active, sg(kl0), 1.0), bound, iters)
     F, dF = _dual_kl(mu, eta_star)
     converged = jnp.isfinite(F) & (jnp.abs(F - bound) <= rtol * bound)
-    use = active & converged
-    fallback = active & ~converged
+    # The factor itself, checked before anything is differentiated: a row whose L̃ is not finite or misses the
+    # bound (float32 at KL₀ ≳ 1e5·ε) falls back, and its gradient path below sees a harmless problem instead.
+    eta_star = jnp.where(converged, eta_star, 0.0)
+    G = jnp.linalg.cholesky(eye + _whitened_deviation(sg(B), eta_star))
+    # One Newton step on the factor's own KL: float32 eigenvalues of an ill-conditioned BBᵀ misplace η* by more
+    # than the bound's tolerance at KL₀ ≳ 1e3·ε; the step against KL(L̃‖Lₒ) itself removes that.
+    eta_star = jnp.maximum(eta_star - (gaussian.whitened_cov_kl(G) - bound) / jnp.where(converged, dF, -1.0), 0.0)
+    G = jnp.linalg.cholesky(eye + _whitened_deviation(sg(B), eta_star))
+    kl_out = gaussian.whitened_cov_kl(G)
+    sound = jnp.all(jnp.isfinite(G)) & (jnp.abs(kl_out - bound) <= OUTPUT_RTOL * bound)
+    use = active & converged & sound
+    fallback = active & ~use
 
     eta_star = jnp.where(use, eta_star, 0.0)
+    B = jnp.where(use, B, eye)
     inv_dF = jnp.where(use, 1.0 / jnp.where(use, dF, -1.0), 0.0)
-    kl_eta = _projected_kl_matrix_form(B, eta_star)
+    D = _whitened_deviation(B, eta_star)
+    kl_eta = _projected_kl(D, jnp.linalg.cholesky(eye + D))
     eta = eta_star - inv_dF * (kl_eta - sg(kl_eta))
 
-    L_proj = _projected_factor(L, B, eta)
+    L_proj = sg(L_old) @ jnp.linalg.cholesky(eye + _whitened_deviation(B, eta))  # L̃ = Lₒ chol(S̃)
     L_proj = jnp.where(use, L_proj, jnp.where(fallback, L_old, L))
     return L_proj, eta_star, kl0, fallback
 
