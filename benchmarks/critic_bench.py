@@ -44,7 +44,7 @@ from timing import time_jitted
 
 from toperl_jax import buffer as buffer_lib
 from toperl_jax import segments as seg_lib
-from toperl_jax import updates as U
+from variants import top_erl as U
 from toperl_jax.critic import TransformerCritic
 from toperl_jax.mp import ProDMPConfig
 from toperl_jax.policy import GaussianPolicy

@@ -22,7 +22,6 @@ import importlib.util
 import json
 import pathlib
 import shlex
-import sys
 
 import numpy as np
 import tyro
@@ -57,11 +56,7 @@ class Args:
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "variants" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"variants.{name}")
 
 
 def check_args(args: Args) -> None:

@@ -13,11 +13,9 @@ two failure modes (elbow branches; the arm leaving the goal at the end).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +24,7 @@ import tyro
 
 from toperl_jax import checkpoint as ckpt
 
-_spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
-te = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = te
-_spec.loader.exec_module(te)
+from variants import top_erl as te
 
 
 @dataclasses.dataclass(frozen=True)

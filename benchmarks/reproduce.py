@@ -274,12 +274,7 @@ def load_variant(name: str):
     if not path.exists():
         have = sorted(p.stem for p in (ROOT / "variants").glob("*.py"))
         raise SystemExit(f"--variants: no variants/{name}.py (have: {', '.join(have)})")
-    mod = sys.modules.get(name)
-    if mod is None or pathlib.Path(getattr(mod, "__file__", "")).resolve() != path:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
+    mod = importlib.import_module(f"variants.{name}")
     for attr in ("parse_args", "run"):
         if not callable(getattr(mod, attr, None)):
             raise SystemExit(f"--variants: variants/{name}.py has no `{attr}` (a variant exposes parse_args(argv) "

@@ -16,7 +16,6 @@ wall time for the preset's whole run (iterations × per-iteration median; the pa
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import sys
@@ -27,12 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from timing import time_jitted
 
 from toperl_jax import buffer as buffer_lib
-from toperl_jax import updates
-
-_spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
-te = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = te
-_spec.loader.exec_module(te)
+from variants import top_erl as te
 
 
 def measure_iteration(args, repeats: int = 5, fill_episodes: int | None = None, verbose: bool = True) -> dict:
@@ -53,12 +47,12 @@ def measure_iteration(args, repeats: int = 5, fill_episodes: int | None = None, 
     add = jax.jit(buffer_lib.add)
     for i in range(-(-fill // args.num_envs)):
         buf = add(buf, rollout_j(state.policy.params, jax.random.PRNGKey(1000 + i)))
-    h0 = updates.initial_entropy(learner, state.policy.old_params, buf.data.states[:8, 0])
+    h0 = te.initial_entropy(learner, state.policy.old_params, buf.data.states[:8, 0])
     it = args.policy_update_from
 
-    critic_j = jax.jit(lambda c, b, p, k: updates.critic_update(learner, c, b, p.params, p.old_params, it, h0, k,
+    critic_j = jax.jit(lambda c, b, p, k: te.critic_update(learner, c, b, p.params, p.old_params, it, h0, k,
                                                                 args.epochs_critic), compiler_options=opts)
-    policy_j = jax.jit(lambda p, b, c, k: updates.policy_update(learner, p, b, c.params, it, h0, k,
+    policy_j = jax.jit(lambda p, b, c, k: te.policy_update(learner, p, b, c.params, it, h0, k,
                                                                 args.epochs_policy), compiler_options=opts)
     key = lambda i: jax.random.PRNGKey(i)
     parts = {

@@ -5,12 +5,10 @@ persistent compilation cache is shared) feeds every end-to-end test; the others 
 """
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import shutil
 import struct
-import sys
 import zlib
 
 import numpy as np
@@ -19,11 +17,7 @@ import pytest
 pytest.importorskip("rliable")
 pytest.importorskip("matplotlib")
 
-_path = pathlib.Path(__file__).parents[1] / "benchmarks" / "reproduce.py"
-_spec = importlib.util.spec_from_file_location("reproduce", _path)
-rp = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = rp
-_spec.loader.exec_module(rp)
+from benchmarks import reproduce as rp
 
 TINY_FLAGS = ["--iterations", "4", "--eval-interval", "2", "--num-envs", "4", "--batch-size", "8", "--epochs-critic", "2",
               "--epochs-policy", "1", "--critic-update-from", "1", "--policy-update-from", "2", "--buffer-size", "16",

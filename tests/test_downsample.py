@@ -7,9 +7,6 @@ and block sums against plain numpy loops.
 """
 
 import dataclasses
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,14 +17,7 @@ from toperl_jax import buffer as buffer_lib
 from toperl_jax import envs, gaussian
 from toperl_jax.mp import prodmp_trajectory
 
-_path = pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py"
-if "top_erl" in sys.modules:
-    te = sys.modules["top_erl"]
-else:
-    _spec = importlib.util.spec_from_file_location("top_erl", _path)
-    te = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = te
-    _spec.loader.exec_module(te)
+from variants import top_erl as te
 
 F = 5
 # The reach preset with F = 5 and small networks (only the rollout and the learner's ProDMP are used).

@@ -9,9 +9,6 @@ once and reused by every test.
 
 import dataclasses
 import functools
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -161,15 +158,8 @@ def test_success_and_final_distances_are_judged_against_goal_b():
 
 
 def test_box_dense_switch_preset():
-    name = "top_erl_replan"
-    if name in sys.modules:
-        tr = sys.modules[name]
-    else:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).parents[1] / "variants" / "top_erl_replan.py")
-        tr = importlib.util.module_from_spec(spec)
-        sys.modules[name] = tr
-        spec.loader.exec_module(tr)
+    from variants import top_erl_replan as tr
+
     p, box = tr.PRESETS["box-dense-switch"], tr.PRESETS["box-dense"]
     assert (p.task, p.env) == ("box-dense-switch", "box-pushing-dense-switch")
     assert dataclasses.replace(p, task=box.task, env=box.env) == box  # every other knob is box-dense's

@@ -2,20 +2,13 @@
 measured in docs/qt.md)."""
 
 import dataclasses
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
 from toperl_jax.offline import actions as offline_actions
 
-_path = pathlib.Path(__file__).parents[1] / "variants" / "make_dataset.py"
-_spec = importlib.util.spec_from_file_location("make_dataset", _path)
-md = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = md
-_spec.loader.exec_module(md)
+from variants import make_dataset as md
 
 
 def _te(*flags):

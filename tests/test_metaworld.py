@@ -161,10 +161,8 @@ def test_first_observation_matches_metaworld(name):
 def test_fixture_generator_lists_the_same_tasks():
     """benchmarks/metaworld_fixtures.py runs in Meta-World's own venv (no toperl_jax there), so it keeps its own
     task lists; they must be the package's."""
-    spec = importlib.util.spec_from_file_location("mw_fixtures", pathlib.Path(__file__).parents[1] / "benchmarks"
-                                                  / "metaworld_fixtures.py")
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
+    from benchmarks import metaworld_fixtures as gen
+
     assert (gen.MT10, gen.MORE, gen.REST) == (MT10, MORE, REST)
     assert MT50 == MT10 + MORE + REST and len(set(MT50)) == 50
     assert sorted(p.stem for p in FIXTURES.glob("*.npz")) == sorted(TASKS)

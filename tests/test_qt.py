@@ -2,11 +2,9 @@
 selection, EMA / cosine schedules, flag errors, and a tiny end-to-end run on a dataset written here."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import shutil
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +13,7 @@ import pytest
 
 from toperl_jax import offline
 
-_spec = importlib.util.spec_from_file_location("qt", pathlib.Path(__file__).parents[1] / "variants" / "qt.py")
-qt = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = qt
-_spec.loader.exec_module(qt)
+from variants import qt
 
 
 def _reacher_like_dataset(path, n_eps=6, T=50, seed=0):

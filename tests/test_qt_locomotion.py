@@ -3,27 +3,16 @@ per-dataset settings reach QT's parser, datasets are made once, finished runs ar
 seeds' mean ± std."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
-import sys
 import types
 
 import numpy as np
 import pytest
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ROOT = pathlib.Path(__file__).parents[1]
-bench = _load(ROOT / "benchmarks" / "qt_locomotion.py", "qt_locomotion")
-qt = _load(ROOT / "variants" / "qt.py", "qt")
+from benchmarks import qt_locomotion as bench
+from variants import qt
 
 
 def test_loop_settings_skip_and_table(tmp_path):

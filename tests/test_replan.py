@@ -2,9 +2,6 @@
 (overconfident / truncated / continuing), the goal-switching reacher, presets, and N = 1 = variants/top_erl.py."""
 
 import dataclasses
-import importlib.util
-import pathlib
-import sys
 from types import SimpleNamespace
 
 import jax
@@ -16,12 +13,8 @@ from toperl_jax import envs, replan
 from toperl_jax import segments as seg_lib
 from toperl_jax.mp import prodmp_trajectory
 
-_spec = importlib.util.spec_from_file_location(
-    "top_erl_replan", pathlib.Path(__file__).parents[1] / "variants" / "top_erl_replan.py")
-tr = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = tr
-_spec.loader.exec_module(tr)
-te = tr.te
+from variants import top_erl as te
+from variants import top_erl_replan as tr
 
 TINY = {"iterations": 2, "eval_interval": 2, "num_envs": 4, "batch_size": 8, "epochs_critic": 2, "epochs_policy": 1,
         "critic_update_from": 1, "policy_update_from": 2, "buffer_size": 16, "n_embd": 16, "n_head": 2, "n_layer": 1,
@@ -219,7 +212,7 @@ def test_truncated_zeroes_and_masks(reacher_rollouts):
     assert cut.any() and (actions[cut] == 0).all() and (np.abs(actions[is_act[None] & owned]) > 0).any()
     # The V target of a truncated row is read at the row's last owned valid action token.
     valid = np.asarray(layout.is_action & layout.valid)
-    last = np.asarray(replan._last_owned_token(jnp.asarray(valid[None] & owned), layout, seg.row_start.shape[0]))
+    last = np.asarray(tr._last_owned_token(jnp.asarray(valid[None] & owned), layout, seg.row_start.shape[0]))
     ti, row = np.asarray(layout.time_index), np.asarray(layout.row)
     for b in range(3):
         t2 = last[b, np.nonzero(row == 2)[0][0]]

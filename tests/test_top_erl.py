@@ -1,19 +1,15 @@
 """variants/top_erl.py: flags and presets, exact resume, seeds under vmap, and learning on the reach task."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).parents[1] / "variants" / "top_erl.py")
-te = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = te
-_spec.loader.exec_module(te)
+from toperl_jax import runner
+from variants import top_erl as te
 
 # A tiny configuration: every part of an iteration runs (critic from iteration 1, policy from 2), 2 chunks.
 TINY = te.Args(iterations=4, eval_interval=2, num_envs=4, batch_size=8, epochs_critic=2, epochs_policy=1,
@@ -132,9 +128,9 @@ def test_bad_flags_fail_before_compiling(change, flag):
 
 def test_nonfinite_seeds_are_reported_once():
     ev = {"eval/return": np.array([1.0, np.nan, 2.0]), "eval/distance": np.array([0.1, 0.2, np.inf])}
-    assert te.nonfinite_seeds(ev) == [1, 2]
-    assert te.nonfinite_seeds(ev, {1}) == [2]
-    assert te.nonfinite_seeds({"eval/return": np.array([1.0, 2.0])}) == []
+    assert runner.nonfinite_seeds(ev) == [1, 2]
+    assert runner.nonfinite_seeds(ev, {1}) == [2]
+    assert runner.nonfinite_seeds({"eval/return": np.array([1.0, 2.0])}) == []
 
 
 def test_run_writes_logs_summary_and_checkpoint(uninterrupted):

@@ -1,17 +1,10 @@
 """The quickstart placeholder learns: trust-region policy search over ProDMP weights reduces the reach error."""
 
-import importlib.util
-import pathlib
-import sys
 
 import jax
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "trust_region_demo", pathlib.Path(__file__).parents[1] / "variants" / "trust_region_demo.py")
-demo = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = demo
-_spec.loader.exec_module(demo)
+from variants import trust_region_demo as demo
 
 
 def test_demo_learns_to_reach():

@@ -22,7 +22,8 @@ import pytest
 
 from toperl_jax import buffer as buffer_lib
 from toperl_jax import segments as seg_lib
-from toperl_jax import updates as U
+from toperl_jax import gaussian
+from variants import top_erl as U
 from toperl_jax.critic import TransformerCritic, apply_ensemble, init_ensemble
 from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
 from toperl_jax.policy import GaussianPolicy
@@ -367,7 +368,7 @@ def test_policy_loss_matches_per_row_reference_and_gradients():
         # the row samples μ̃ + L̃ξ that policy_loss used (same key → same ξ = row_noise(key, B, R, k))
         _, _, mean_p, L_p, _ = U.projected_policy(learner, params, old_params, U.decision_states(ep), 3, 10.0)
         xi = U.row_noise(key, B, seg.row_start.shape[0], mean_p.shape[-1])
-        return metrics["q_loss"], loss, metrics, U.row_weights(mean_p, L_p, xi)
+        return metrics["q_loss"], loss, metrics, gaussian.sample_rows(mean_p, L_p, xi)
 
     states = np.asarray(ep.states)
     for length in seg_lib.segment_lengths(T):

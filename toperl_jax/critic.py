@@ -292,6 +292,26 @@ def apply_ensemble(
     return jax.vmap(one)(params, keys)
 
 
+def packed_values(critic: TransformerCritic, params: PyTree, state_tok: jax.Array, action_tok: jax.Array, layout,
+                  dropout_key: jax.Array | None = None) -> jax.Array:
+    """Every critic of a stack on packed tokens (`segments.PackedLayout`): `[C, B, N]`, 0 at packing tokens.
+
+    Token t holds V(s_c) at a state token and Q(s_c, a_c … a_k) at the action token of time k. `dropout_key`
+    enables dropout (training mode) when the critic has dropout > 0.
+    """
+    deterministic = dropout_key is None or critic.dropout == 0.0
+    return apply_ensemble(critic, params, state_tok, action_tok, layout.is_state, layout.time_index,
+                          layout.segment_id, method=TransformerCritic.tokens,
+                          dropout_key=None if deterministic else dropout_key, deterministic=deterministic)
+
+
+def state_values(critic: TransformerCritic, params: PyTree, states: jax.Array) -> jax.Array:
+    """V of every state on its own (one-token sequences at their absolute index), min over critics: `[B, T]`."""
+    T = states.shape[-2]
+    v = apply_ensemble(critic, params, states, None, jnp.arange(T, dtype=jnp.int32), None)  # [C, B, T, 1]
+    return jnp.min(v[..., 0], axis=0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Optimiser
 

@@ -43,6 +43,13 @@ def map_matrices(fn, *args, core_ndims: tuple[int, ...]):
     return jax.tree.map(lambda o: o.reshape(batch + o.shape[1:]), out)
 
 
+def sample_rows(mean: jax.Array, L: jax.Array, xi: jax.Array) -> jax.Array:
+    """Reparameterised samples w = μ + Lξ, one per row: mean `[B, ..., k]`, L `[k, k]` (shared) or
+    `[B, ..., k, k]`, standard normal ξ `[B, R, ..., k]` → `[B, R, ..., k]`; gradients flow to μ and L."""
+    L_b = L if L.ndim == 2 else L[:, None]
+    return mean[:, None] + jnp.einsum("...ij,...j->...i", L_b, xi.astype(mean.dtype))
+
+
 def x_minus_log1p(x: jax.Array) -> jax.Array:
     """`x − log(1 + x)` for x > −1, accurate to a few ulps also for |x| ≪ 1 (where the naive form cancels).
 

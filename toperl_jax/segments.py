@@ -351,3 +351,35 @@ def gather_tokens(layout: PackedLayout, states: jax.Array, actions: jax.Array) -
     s = jnp.where(layout.is_state[:, None], s, 0)
     a = jnp.where((layout.is_action & layout.valid)[:, None], a, 0)
     return s, a
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-token quantities of the packed layout (targets and losses are written with these)
+
+
+def action_times(init_time: jax.Array, time_index: jax.Array, dt: float) -> jax.Array:
+    """t_k = init_time + (k + 1)·dt: `init_time [B]`, `time_index [N]` → `[B, N]`."""
+    return init_time[:, None] + (time_index[None, :].astype(init_time.dtype) + 1.0) * dt
+
+
+def reward_weights(seg: Segmentation, layout: PackedLayout, discount: float) -> jax.Array:
+    """`[N, T]` weights W with (rewards @ Wᵀ)[t] = Σ_{j=c…k} γ^{j−c} r_j at an action token (row start c,
+    time k); 0 rows at state and packing tokens. Columns stop at T, so nothing beyond the episode can enter."""
+    T = seg.T
+    c = seg.row_start[layout.row][:, None]  # [N, 1]
+    k = layout.time_index[:, None]
+    j = jnp.arange(T, dtype=jnp.int32)[None, :]
+    inside = layout.is_action[:, None] & (j >= c) & (j <= k)
+    power = jnp.power(jnp.float32(discount), jnp.maximum(j - c, 0).astype(jnp.float32))
+    return jnp.where(inside, power, 0.0)
+
+
+def last_valid_token(seg: Segmentation, layout: PackedLayout) -> jax.Array:
+    """`[N]` int: for each token, the token index of its row's last valid action (position min(ℓ, T − c))."""
+    return token_position(seg, layout.row, seg.num_valid_actions[layout.row])
+
+
+def sum_rows(x: jax.Array, layout: PackedLayout, num_rows: int) -> jax.Array:
+    """Per-token values `[..., N]` summed per row → `[..., R]` (packing tokens excluded)."""
+    one_hot = (layout.row[:, None] == jnp.arange(num_rows)[None, :]) & layout.in_row[:, None]  # [N, R]
+    return jnp.einsum("...n,nr->...r", x, one_hot.astype(x.dtype))

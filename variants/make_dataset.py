@@ -50,8 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import top_erl  # the sibling variant: its make_train is the behaviour agent's trainer
+from variants import top_erl  # the behaviour agent's trainer
 
 from toperl_jax import gaussian
 from toperl_jax.mp import prodmp_trajectory

@@ -6,56 +6,43 @@
     python variants/top_erl.py --task metaworld --env metaworld-push   # one Meta-World task (a GPU run)
     python variants/top_erl.py --help                # every knob, with the chosen preset's values
 
-One iteration (spec `top_erl.md` §2), all inside `jax.lax.scan` on the accelerator:
-  1. roll out `num_envs` episodes with the raw policy: w ~ N(μ(s₀), LLᵀ) over ProDMP weights, decode the
-     whole desired trajectory from the measured initial state, track it with the task's PD controller (MJX);
-  2. add them to the FIFO trajectory buffer;
-  3. from `critic_update_from` on: `epochs_critic` critic steps — transformer critic over (state, action
-     sequence) tokens, random segment length per step, n-step targets from the Polyak target critic
-     (`toperl_jax.updates.critic_step`);
-  4. from `policy_update_from` on: `epochs_policy` policy steps through the KL trust-region projection
-     (`toperl_jax.updates.policy_step`), then θ_old ← Polyak(θ_old, θ).
-The host runs the program in chunks of `eval_interval` iterations; between chunks it evaluates the mean
-policy on fresh episodes, logs to TensorBoard (one run per seed), prints a progress line and saves an orbax
-checkpoint. `--num-seeds N` vmaps N independent runs into the same program.
-
-Differences from the upstream code, on purpose:
-- Sampling and learning are synchronous (upstream `TopErlAgent`); upstream's multi-processing agent samples
-  with a policy one iteration old.
-- The evaluation also runs at iteration 0 (the initial policy), so curves start at the random policy.
-- `--traj-downsample-factor F` (Meta-World: 5) keeps the action at the end of each block of F steps, where the
-  learner decodes it; upstream keeps the one at the start (`buffer.downsample_episode` explains).
+One iteration (spec `top_erl.md` §2), all inside `jax.lax.scan` on the accelerator: roll out `num_envs`
+episodes (w ~ N(μ(s₀), LLᵀ) over ProDMP weights, the whole trajectory tracked by the task's PD controller),
+add them to the trajectory buffer, `epochs_critic` critic steps (`critic_step`: n-step targets on random
+segments, packed into one token sequence per trajectory), `epochs_policy` policy steps through the KL
+trust-region projection (`policy_step`), then θ_old ← Polyak(θ_old, θ). The file reads top to bottom: flags →
+task, networks, optimisers → rollout → targets → losses → updates → iteration → host entry point; the
+library (`toperl_jax`) supplies the parts: envs, ProDMP decoding, Gaussian and projection, critic network,
+segments and the packed layout, buffer, chunks, runner. Deviations from upstream: docs/top_erl.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import pathlib
 import sys
-import time
-from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import tyro
 from flax import struct
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
-from toperl_jax import checkpoint as ckpt
-from toperl_jax import envs, gaussian, updates
+from toperl_jax import chunks, envs, gaussian, runner
+from toperl_jax import critic as critic_lib
+from toperl_jax import segments as seg_lib
 from toperl_jax.critic import TransformerCritic
-from toperl_jax.logger import Progress, RunLogger, git_commit
-from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
+from toperl_jax.mp import ProDMPConfig, decode_token_actions, fix_relative_goal, prodmp_trajectory
 from toperl_jax.policy import GaussianPolicy
-from toperl_jax.projection import ProjectionConfig
-from toperl_jax.segments import segment_lengths
+from toperl_jax.projection import ProjectionConfig, kl_projection, trust_region_loss
+
+PyTree = Any
+sg = lax.stop_gradient
 
 # ---------------------------------------------------------------------------------------------------------------
 # Flags
@@ -329,7 +316,7 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
     T = task.episode_length // F  # the learner's T
     if args.max_num_segments > T:
         fail("max_num_segments", f"must be ≤ T = {T}, got {args.max_num_segments}")
-    lengths = segment_lengths(T, args.max_num_segments).tolist()
+    lengths = seg_lib.segment_lengths(T, args.max_num_segments).tolist()
     if args.segment_length is not None and args.segment_length not in lengths:
         fail("segment_length", f"must be one of T // n = {lengths} for T = {T}, got {args.segment_length}")
     if args.block_size < 2 * T:
@@ -345,21 +332,45 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The jitted program
+# Task, networks, optimisers
 
 
-@struct.dataclass
-class TrainState:
-    """Everything a run carries from one iteration to the next (one seed; `--num-seeds` adds a leading axis)."""
+@dataclasses.dataclass(frozen=True)
+class Learner:
+    """Everything static about the updates (hashable; closed over by the jitted functions). Built from the flags
+    by `make_learner`, which `check_args` has validated; T and dt are the learner's (after downsampling)."""
 
-    policy: updates.PolicyState
-    critic: updates.CriticState
-    buffer: buffer_lib.TrajectoryBuffer
-    initial_entropy: jax.Array  # [] H₀ of the entropy schedule; NaN until the first update sets it
-    key: jax.Array
+    critic: TransformerCritic
+    policy: GaussianPolicy
+    mp: ProDMPConfig
+    projection: ProjectionConfig
+    critic_optimizer: optax.GradientTransformation
+    policy_optimizer: optax.GradientTransformation
+    T: int  # steps per episode seen by the learner
+    dt: float  # its time step: t_k = init_time + (k + 1)·dt
+    batch_size: int
+    discount: float = 1.0
+    max_num_segments: int = seg_lib.MAX_NUM_SEGMENTS
+    critic_tau: float = 0.005
+    old_policy_rate: float = 0.005
+    micro_batch: int | None = None  # trajectories per sequential chunk (`toperl_jax.chunks`); None: one pass
+    segment_length: int | None = None  # None: random ℓ per update (spec §3); an int: the fixed-ℓ ablation
+    use_projection: bool = True  # False: raw policy, no trust-region loss, no entropy control (ablation)
+    enforce_initial_condition: bool = True  # V-target â from the buffered desired pos/vel at the row start
 
 
-def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
+def critic_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransformation:
+    """AdamW on the stacked critic parameters, decay on ≥ 2-D parameters only (upstream `configure_optimizer`)."""
+    return critic_lib.make_optimizer(learning_rate, weight_decay, stacked_axes=1)
+
+
+def policy_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransformation:
+    """Adam with coupled L2 decay, as `torch.optim.Adam(lr, weight_decay=wd)`: g ← g + wd·θ, then Adam."""
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1=0.9, b2=0.999,
+                                                                          eps=1e-8))
+
+
+def make_learner(args: Args, task: envs.EpisodicTask) -> Learner:
     # The ProDMP keeps the env's dt (its table grid, as upstream's `mp.args.dt`); the learner's T and dt are the
     # downsampled ones: t_k = init_time + (k + 1)·F·dt lies on that grid.
     mp = ProDMPConfig(num_dof=task.num_dof, num_basis=args.num_basis, tau=args.tau, dt=task.dt,
@@ -383,10 +394,10 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
     policy_steps = max(1, (args.iterations - args.policy_update_from + 1) * args.epochs_policy)
     policy_lr = optax.linear_schedule(args.lr_policy, 0.0, policy_steps) if args.anneal_lr_policy else args.lr_policy
     micro = args.micro_batch or (16 if jax.default_backend() == "cpu" and args.batch_size % 16 == 0 else 0)
-    return updates.Learner(
+    return Learner(
         critic=critic, policy=policy, mp=mp, projection=projection,
-        critic_optimizer=updates.critic_optimizer(args.lr_critic, args.wd_critic),
-        policy_optimizer=updates.policy_optimizer(policy_lr, args.wd_policy),
+        critic_optimizer=critic_optimizer(args.lr_critic, args.wd_critic),
+        policy_optimizer=policy_optimizer(policy_lr, args.wd_policy),
         T=task.episode_length // args.traj_downsample_factor, dt=task.dt * args.traj_downsample_factor,
         batch_size=args.batch_size, discount=args.discount,
         max_num_segments=args.max_num_segments, critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate,
@@ -394,87 +405,380 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> updates.Learner:
         use_projection=args.projection, enforce_initial_condition=args.initial_condition_enforcement)
 
 
-def nan_like(fn, *a):
-    """The metrics (second output) of `fn(*a)` as float32 NaN, for an iteration or update that is skipped."""
-    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), jax.eval_shape(fn, *a)[1])
+@struct.dataclass
+class CriticState:
+    params: PyTree  # online critics, every leaf stacked [C, ...] (C = 1 single, 2 double critic)
+    target_params: PyTree  # Polyak-averaged target critics
+    opt_state: optax.OptState
 
 
-def as_f32(out):
-    """(state, metrics) with the metrics cast to float32 (so both branches of a `lax.cond` agree)."""
-    state, metrics = out
-    return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+@struct.dataclass
+class PolicyState:
+    params: PyTree
+    old_params: PyTree  # Polyak-averaged old policy: the trust region's reference
+    opt_state: optax.OptState
 
 
-class Program(NamedTuple):
-    """What `make_train` builds: pure single-seed functions (vmap them over seeds, jit them) and the statics."""
+@struct.dataclass
+class TrainState:
+    """Everything a run carries from one iteration to the next (one seed; `--num-seeds` adds a leading axis)."""
 
-    init: Callable  # init(key) -> TrainState
-    run_chunk: Callable  # run_chunk(state, first_it) -> (state, {name: [eval_interval]})
-    evaluate: Callable  # evaluate(policy_params, key) -> {name: []}
-    rollout: Callable  # rollout(policy_params, key, num_episodes, deterministic) -> (Episode, final, stats)
-    task: envs.EpisodicTask
-    learner: updates.Learner
+    policy: PolicyState
+    critic: CriticState
+    buffer: buffer_lib.TrajectoryBuffer
+    initial_entropy: jax.Array  # [] H₀ of the entropy schedule; NaN until the first update sets it
+    key: jax.Array
 
 
-def make_train(args: Args) -> Program:
-    """Static set-up: the task, the learner and the pure functions of one run (see `Program`)."""
+def init_critic_state(learner: Learner, key: jax.Array, num_critics: int = 1) -> CriticState:
+    """Fresh critic ensemble; the target starts as a copy of the online parameters (upstream deepcopy)."""
+    params = critic_lib.init_ensemble(learner.critic, key, num_critics)
+    return CriticState(params=params, target_params=jax.tree.map(jnp.copy, params),
+                       opt_state=learner.critic_optimizer.init(params))
+
+
+def init_policy_state(learner: Learner, key: jax.Array) -> PolicyState:
+    """Fresh policy; the old policy starts as a copy (upstream deepcopy at init)."""
+    params = learner.policy.init(key, jnp.zeros((1, learner.critic.state_dim)))
+    return PolicyState(params=params, old_params=jax.tree.map(jnp.copy, params),
+                       opt_state=learner.policy_optimizer.init(params))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rollout
+
+
+def rollout(args: Args, task: envs.EpisodicTask, learner: Learner, policy_params, key, num_episodes: int,
+            deterministic: bool):
+    """`num_episodes` fresh episodes with w ~ N(μ(s₀), LLᵀ) (or w = μ): the whole desired trajectory is decoded
+    from the measured initial state and tracked by the task's PD controller. Returns (Episode [n, T, ...] as
+    the learner stores it, i.e. downsampled to T_env / F steps, final env states, per-episode stats {name: [n]}
+    of the whole env episode)."""
+    k = learner.mp.num_params
+    k_reset, k_w = jax.random.split(key)
+    start = jax.vmap(task.reset)(jax.random.split(k_reset, num_episodes))
+    mean, L = learner.policy.apply(policy_params, start.obs)  # [n, k], [k, k] or [n, k, k]
+    w = mean if deterministic else gaussian.sample(k_w, mean, L)
+    pos, vel = prodmp_trajectory(learner.mp, w, task.action_times(), jnp.zeros(num_episodes), start.desired_pos,
+                                 start.desired_vel)  # [n, T_env, dof] at t_k = (k + 1) dt
+    final, ro = jax.vmap(task.rollout)(start, jnp.concatenate([pos, vel], axis=-1))
+    rewards = jax.vmap(task.mdp_rewards)(ro) if args.reward_redistribution else ro.rewards
+    episodes = buffer_lib.Episode(
+        states=ro.obs, actions=ro.actions, rewards=rewards, dones=ro.dones, desired_pos=ro.desired_pos,
+        desired_vel=ro.desired_vel, init_time=jnp.zeros(num_episodes), init_pos=ro.init_pos,
+        init_vel=ro.init_vel, params_mean=mean, params_L=jnp.broadcast_to(L, (num_episodes, k, k)))
+    episodes = buffer_lib.downsample_episode(episodes, args.traj_downsample_factor)  # [n, T, ...]
+    stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
+    return episodes, final, stats
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The policy at the decision states, and the segmentation of an update
+
+
+def decision_states(episodes: buffer_lib.Episode) -> jax.Array:
+    """d = s_0 of each trajectory, `[B, S]`."""
+    return episodes.states[:, 0]
+
+
+def initial_entropy(learner: Learner, old_params, d_states: jax.Array) -> jax.Array:
+    """H₀ of the entropy schedule: batch mean of H(π_old(d)) (upstream sets it at the first `make_new_pred`)."""
+    _, L_old = learner.policy.apply(old_params, d_states)
+    return jnp.mean(gaussian.entropy(L_old))
+
+
+def projected_policy(learner: Learner, params, old_params, d_states: jax.Array, step, h0):
+    """Raw and projected policy at the decision states (upstream `make_new_pred`): (μ [B, k], L, μ̃ [B, k], L̃,
+    info), L and L̃ `[k, k]` (or `[B, k, k]` contextual). The old policy is a constant; gradients reach `params`
+    through the projection."""
+    mean, L = learner.policy.apply(params, d_states)
+    if not learner.use_projection:
+        return mean, L, mean, L, {"fallback": jnp.zeros(mean.shape[:-1], bool)}
+    mean_old, L_old = learner.policy.apply(old_params, d_states)
+    mean_p, L_p, info = kl_projection(learner.projection, mean, L, sg(mean_old), sg(L_old), step, h0)
+    return mean, L, mean_p, L_p, info
+
+
+def row_noise(key: jax.Array, batch: int, num_rows: int, k: int) -> jax.Array:
+    """ξ ~ N(0, I) `[batch, num_rows, k]`: one weight sample μ̃ + L̃ξ per (trajectory, row)."""
+    return jax.random.normal(key, (batch, num_rows, k), dtype=jnp.float32)
+
+
+def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_lib.Segmentation:
+    """Random length and offset (spec §3), or the fixed `segment_length` with a random offset."""
+    if learner.segment_length is None:
+        return seg_lib.sample_segmentation(key, learner.T, learner.max_num_segments, extra_row)
+    length = learner.segment_length
+    offset = jax.random.randint(key, (), 0, length, dtype=jnp.int32) if learner.T // length > 1 else 0
+    return seg_lib.make_segmentation(length, offset, learner.T, learner.max_num_segments, extra_row)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Critic targets (spec §4, upstream `segments_n_step_return_vf`), on the packed layout of `toperl_jax.segments`
+
+
+def critic_targets(learner: Learner, target_params, episodes: buffer_lib.Episode, seg: seg_lib.Segmentation,
+                   layout: seg_lib.PackedLayout, mean_proj: jax.Array, L_proj: jax.Array, key: jax.Array):
+    """Packed n-step targets `[B, N]` (no gradient) and aux {weights [B, R, k], actions [B, N, 2·dof], v_next,
+    q_hat [B, N]}, for a segmentation with the extra row:
+    - state token of row c: V target G_0 = min_C Q̄(s_c, â_c … â_{c+ℓ−1}), read at the row's last valid action,
+      with â ~ the projected policy (one ξ per trajectory and row), decoded per token from the buffered desired
+      pos/vel at c (initial-condition enforcement) or from the episode start (ablation);
+    - action token k: Q target G = Σ_{j=c…k} γ^{j−c} r_j + γ^{k+1−c} min_C V̄(s_{k+1}) (V̄ = 0 at k + 1 ≥ T);
+    - 0 at padded action tokens (k ≥ T) and packing tokens."""
+    mean_proj, L_proj, target_params = sg(mean_proj), sg(L_proj), sg(target_params)
+    chex.assert_shape(episodes.rewards, (None, seg.T))
+    B, T, dt, mp = episodes.rewards.shape[0], seg.T, learner.dt, learner.mp
+    xi = row_noise(key, B, seg.row_start.shape[0], mean_proj.shape[-1])
+    contextual = L_proj.ndim == 3
+    row = layout.row
+    c_tok = seg.row_start[row]  # [N] row start of each token
+    c_row = jnp.minimum(seg.row_start, T - 1)  # [R]; valid rows start before T, the unused slots are clipped
+
+    def chunk(x):
+        ep, m, xi_c, L_c = x
+        w_rows = gaussian.sample_rows(m, L_c if contextual else L_proj, xi_c)  # [b, R, k]
+        times = seg_lib.action_times(ep.init_time, layout.time_index, dt)  # [b, N]
+        if learner.enforce_initial_condition:
+            seg_pos, seg_vel = ep.desired_pos[:, c_row], ep.desired_vel[:, c_row]  # [b, R, dof]
+            w_fixed = fix_relative_goal(mp, w_rows, ep.desired_pos[:, :1], seg_pos)
+            seg_init_time = seg_lib.action_times(ep.init_time, c_tok, dt) - dt  # t_c − dt, [b, N]
+            actions = decode_token_actions(mp, w_fixed[:, row], times, seg_init_time, seg_pos[:, row],
+                                           seg_vel[:, row])
+        else:  # ablation: the whole trajectory from the episode's initial condition, read at the row's times
+            actions = decode_token_actions(mp, w_rows[:, row], times, ep.init_time[:, None],
+                                           ep.init_pos[:, None, :], ep.init_vel[:, None, :])
+        actions = jnp.where((layout.is_action & layout.valid)[:, None], actions, 0.0)  # padded: 0, as upstream
+
+        state_tok, _ = seg_lib.gather_tokens(layout, ep.states, ep.actions)
+        q_hat = jnp.min(critic_lib.packed_values(learner.critic, target_params, state_tok, actions, layout), axis=0)
+        last = jnp.broadcast_to(seg_lib.last_valid_token(seg, layout), q_hat.shape)
+        v_target = jnp.take_along_axis(q_hat, last, axis=1)  # [b, N]
+
+        v_bar = critic_lib.state_values(learner.critic, target_params, ep.states)  # [b, T]
+        nxt = layout.time_index + 1
+        v_nxt = jnp.where(nxt < T, v_bar[:, jnp.minimum(nxt, T - 1)], 0.0)
+        boot = jnp.power(jnp.float32(learner.discount), (nxt - c_tok).astype(jnp.float32)) * v_nxt
+        reward_sum = ep.rewards.astype(jnp.float32) @ seg_lib.reward_weights(seg, layout, learner.discount).T
+        q_target = reward_sum + boot
+
+        targets = jnp.where(layout.is_state, v_target, jnp.where(layout.is_action & layout.valid, q_target, 0.0))
+        aux = {"weights": w_rows, "actions": actions, "v_next": jnp.where(layout.is_action, boot, 0.0),
+               "q_hat": q_hat}
+        return targets, aux
+
+    n = chunks.num_chunks(learner.micro_batch, B)
+    targets, aux = chunks.chunked_map(chunk, (episodes, mean_proj, xi, L_proj if contextual else None), n)
+    return sg(targets), jax.tree.map(sg, aux)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Losses
+
+
+def masked_mse(pred: jax.Array, targets: jax.Array, layout: seg_lib.PackedLayout, batch_size: int | None = None):
+    """Upstream's critic MSE on the packed layout, `pred [..., b, N]`, `targets [b, N]` → `[...]`: prediction
+    and target zeroed at padded action and packing tokens, divided by B · num_rows · (1 + ℓ) (upstream's
+    `mse_loss` over [B, rows, 1 + ℓ] counts the padded action tokens; the packing tokens do not exist there).
+    `batch_size`: B when `pred` holds a chunk of b < B trajectories."""
+    mask = layout.valid
+    diff = jnp.where(mask, pred, 0.0) - jnp.where(mask, targets, 0.0)
+    count = (targets.shape[0] if batch_size is None else batch_size) * jnp.sum(layout.in_row)
+    return jnp.sum(jnp.square(diff), axis=(-2, -1)) / count
+
+
+def critic_loss(learner: Learner, params, episodes: buffer_lib.Episode, layout: seg_lib.PackedLayout,
+                targets: jax.Array, dropout_key: jax.Array | None = None, batch_size: int | None = None):
+    """Σ over critics of each critic's `masked_mse` (per-critic gradients, as upstream's separate steps).
+    Returns `(loss, {"critic_loss": per-critic MSE [C], "pred": [C, B, N]})`."""
+    state_tok, action_tok = seg_lib.gather_tokens(layout, episodes.states, episodes.actions)
+    pred = critic_lib.packed_values(learner.critic, params, state_tok, action_tok, layout, dropout_key)
+    per_critic = masked_mse(pred, targets, layout, batch_size)
+    return jnp.sum(per_critic), {"critic_loss": per_critic, "pred": pred}
+
+
+def q_loss(learner: Learner, critic_params, episodes: buffer_lib.Episode, seg: seg_lib.Segmentation,
+           layout: seg_lib.PackedLayout, mean_proj: jax.Array, L_proj: jax.Array, xi: jax.Array, norm):
+    """−Σ over (trajectory, valid row) of min_C Σ_{l=1…ℓ} Q_C(s_c, â_{c:c+l}) / `norm` (upstream `q_loss`, whose
+    norm is B · num_rows), for a segmentation without the extra row. The critic is frozen; gradients reach
+    (μ̃, L̃) through the samples w = μ̃ + L̃ξ, decoded per token from the *episode's* initial condition."""
+    w_rows = gaussian.sample_rows(mean_proj, L_proj, xi)  # [b, R, k]
+    times = seg_lib.action_times(episodes.init_time, layout.time_index, learner.dt)
+    actions = decode_token_actions(learner.mp, w_rows[:, layout.row], times, episodes.init_time[:, None],
+                                   episodes.init_pos[:, None, :], episodes.init_vel[:, None, :])
+    actions = jnp.where(layout.is_action[:, None], actions, 0.0)
+    state_tok, _ = seg_lib.gather_tokens(layout, episodes.states, episodes.actions)
+    q = critic_lib.packed_values(learner.critic, sg(critic_params), state_tok, actions, layout)  # [C, b, N]
+    q_tokens = jnp.where(layout.is_action & layout.valid, q, 0.0)
+    row_q = jnp.min(seg_lib.sum_rows(q_tokens, layout, seg.row_start.shape[0]), axis=0)  # [b, R]
+    return -jnp.sum(jnp.where(seg.row_valid, row_q, 0.0)) / norm
+
+
+def trust_region(learner: Learner, mean, L, mean_p, L_p) -> jax.Array:
+    """coeff · mean KL(π_raw ‖ sg π̃) (spec §5), 0 without the projection."""
+    return trust_region_loss(learner.projection, mean, L, mean_p, L_p) if learner.use_projection else jnp.zeros(())
+
+
+def policy_loss(learner: Learner, params, old_params, critic_params, episodes: buffer_lib.Episode,
+                seg: seg_lib.Segmentation, step, h0, key: jax.Array):
+    """q_loss(π̃) + trust-region loss in one pass over the batch (`policy_loss_and_grad` is the update's form);
+    differentiable in `params`. Returns `(loss, metrics)`."""
+    layout = seg_lib.packed_layout(seg)
+    mean, L, mean_p, L_p, info = projected_policy(learner, params, old_params, decision_states(episodes), step, h0)
+    B = mean_p.shape[0]
+    xi = row_noise(key, B, seg.row_start.shape[0], mean_p.shape[-1])
+    ql = q_loss(learner, critic_params, episodes, seg, layout, mean_p, L_p, xi, B * seg.num_rows)
+    tr = trust_region(learner, mean, L, mean_p, L_p)
+    return ql + tr, policy_metrics(ql, tr, L_p, info)
+
+
+def policy_metrics(ql, tr, L_p, info) -> dict:
+    return {"policy_loss": ql + tr, "q_loss": ql, "trust_region_loss": tr, "entropy": jnp.mean(gaussian.entropy(L_p)),
+            "fallback": jnp.mean(info["fallback"].astype(jnp.float32))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Updates
+
+
+def critic_loss_and_grad(learner: Learner, params, episodes: buffer_lib.Episode, layout: seg_lib.PackedLayout,
+                         targets: jax.Array, dropout_key: jax.Array | None = None):
+    """Per-critic losses `[C]` and the gradient of their sum, over chunks of `micro_batch` trajectories."""
+    B = targets.shape[0]
+    n = chunks.num_chunks(learner.micro_batch, B)
+    keys = jax.random.split(dropout_key, n) if n > 1 and dropout_key is not None else dropout_key
+
+    def f(p, _, data):
+        ep, tgt, key = data
+        loss, aux = critic_loss(learner, p, ep, layout, tgt, key, batch_size=B)
+        return loss, aux["critic_loss"]
+
+    (_, per_critic), (grads, _) = chunks.chunked_value_and_grad(f, params, (), (episodes, targets, keys), n)
+    return per_critic, grads
+
+
+def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.TrajectoryBuffer, policy_params,
+                old_policy_params, step, h0, key: jax.Array):
+    """One critic step (spec §2.3): a fresh uniform batch and segmentation (with the extra row), packed targets
+    from the target critic and the projected policy, AdamW, Polyak target update."""
+    k_batch, k_seg, k_noise, k_drop = jax.random.split(key, 4)
+    episodes = buffer_lib.sample(buffer, k_batch, learner.batch_size)
+    seg = draw_segmentation(learner, k_seg, extra_row=True)
+    layout = seg_lib.packed_layout(seg)
+    _, _, mean_p, L_p, _ = projected_policy(learner, policy_params, old_policy_params, decision_states(episodes),
+                                            step, h0)
+    targets, _ = critic_targets(learner, state.target_params, episodes, seg, layout, mean_p, L_p, k_noise)
+    per_critic, grads = critic_loss_and_grad(learner, state.params, episodes, layout, targets, k_drop)
+    updates, opt_state = learner.critic_optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    target_params = optax.incremental_update(params, state.target_params, learner.critic_tau)
+    metrics = {"critic_loss": jnp.mean(per_critic), "segment_length": seg.length,
+               "target_mean": jnp.sum(jnp.where(layout.valid, targets, 0.0)) / (targets.shape[0]
+                                                                                 * jnp.sum(layout.valid))}
+    return CriticState(params=params, target_params=target_params, opt_state=opt_state), metrics
+
+
+def critic_update(learner: Learner, state: CriticState, buffer, policy_params, old_policy_params, step, h0, key,
+                  num_steps: int):
+    """`num_steps` (= epochs_critic) critic steps in a `lax.scan`; metrics stacked `[num_steps]`."""
+    return lax.scan(lambda s, k: critic_step(learner, s, buffer, policy_params, old_policy_params, step, h0, k),
+                    state, jax.random.split(key, num_steps))
+
+
+def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, episodes: buffer_lib.Episode,
+                         seg: seg_lib.Segmentation, step, h0, key: jax.Array):
+    """Gradient and metrics of `policy_loss`: the projection runs once on the whole batch (`jax.vjp`), the
+    q_loss gradient with respect to (μ̃, L̃) is accumulated over chunks of `micro_batch` trajectories and
+    pulled back through it."""
+    B = episodes.rewards.shape[0]
+    layout = seg_lib.packed_layout(seg)
+
+    def project(p):
+        mean, L, mean_p, L_p, info = projected_policy(learner, p, old_params, decision_states(episodes), step, h0)
+        return (mean_p, L_p, trust_region(learner, mean, L, mean_p, L_p)), info
+
+    (mean_p, L_p, tr), pullback, info = jax.vjp(project, params, has_aux=True)
+    xi = row_noise(key, B, seg.row_start.shape[0], mean_p.shape[-1])
+    contextual = L_p.ndim == 3
+
+    def f(L_shared, rows, data):
+        m, L_rows = rows
+        ep, xi_c = data
+        L_c = L_rows if contextual else L_shared
+        return q_loss(learner, critic_params, ep, seg, layout, m, L_c, xi_c, B * seg.num_rows), ()
+
+    shared = () if contextual else L_p
+    rows = (mean_p, L_p if contextual else None)
+    (ql, _), (d_shared, (d_mean, d_L_rows)) = chunks.chunked_value_and_grad(
+        f, shared, rows, (episodes, xi), chunks.num_chunks(learner.micro_batch, B))
+    (grads,) = pullback((d_mean, d_L_rows if contextual else d_shared, jnp.ones_like(tr)))
+    return grads, policy_metrics(ql, tr, L_p, info)
+
+
+def policy_step(learner: Learner, state: PolicyState, buffer: buffer_lib.TrajectoryBuffer, critic_params, step, h0,
+                key: jax.Array):
+    """One policy step: a fresh batch and segmentation (without the extra row), Adam with coupled decay."""
+    k_batch, k_seg, k_noise = jax.random.split(key, 3)
+    episodes = buffer_lib.sample(buffer, k_batch, learner.batch_size)
+    seg = draw_segmentation(learner, k_seg, extra_row=False)
+    grads, metrics = policy_loss_and_grad(learner, state.params, state.old_params, critic_params, episodes, seg,
+                                          step, h0, k_noise)
+    updates, opt_state = learner.policy_optimizer.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state), metrics
+
+
+def old_policy_update(learner: Learner, state: PolicyState) -> PolicyState:
+    """θ_old ← (1 − rate)·θ_old + rate·θ (upstream `policy_old.copy_(policy, rate)`), once per iteration."""
+    return state.replace(old_params=optax.incremental_update(state.params, state.old_params,
+                                                             learner.old_policy_rate))
+
+
+def policy_update(learner: Learner, state: PolicyState, buffer, critic_params, step, h0, key, num_steps: int):
+    """`num_steps` (= epochs_policy) policy steps in a `lax.scan`, then the old-policy Polyak update."""
+    state, metrics = lax.scan(lambda s, k: policy_step(learner, s, buffer, critic_params, step, h0, k),
+                              state, jax.random.split(key, num_steps))
+    return old_policy_update(learner, state), metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One iteration, and the program the host runs in chunks
+
+
+def make_train(args: Args) -> runner.Program:
+    """Static set-up (task, learner) and the pure single-seed functions of one run (`runner.Program`)."""
     check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     check_args(args, task)
     learner = make_learner(args, task)
     T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
-    times = task.action_times()  # [T_env] t_k = (k + 1) dt: the whole episode is executed at the env's dt
 
-    def rollout(policy_params, key, num_episodes: int, deterministic: bool):
-        """`num_episodes` fresh episodes with w ~ N(μ(s₀), LLᵀ) (or w = μ): (Episode [n, ...] as the learner
-        stores it, i.e. downsampled to T_env / F steps, final env states, per-episode stats {name: [n]} of the
-        whole env episode)."""
-        k_reset, k_w = jax.random.split(key)
-        start = jax.vmap(task.reset)(jax.random.split(k_reset, num_episodes))
-        mean, L = learner.policy.apply(policy_params, start.obs)  # [n, k], [k, k] or [n, k, k]
-        w = mean if deterministic else gaussian.sample(k_w, mean, L)
-        pos, vel = prodmp_trajectory(learner.mp, w, times, jnp.zeros(num_episodes), start.desired_pos,
-                                     start.desired_vel)  # [n, T_env, dof]
-        final, ro = jax.vmap(task.rollout)(start, jnp.concatenate([pos, vel], axis=-1))
-        rewards = jax.vmap(task.mdp_rewards)(ro) if args.reward_redistribution else ro.rewards
-        episodes = buffer_lib.Episode(
-            states=ro.obs, actions=ro.actions, rewards=rewards, dones=ro.dones, desired_pos=ro.desired_pos,
-            desired_vel=ro.desired_vel, init_time=jnp.zeros(num_episodes), init_pos=ro.init_pos,
-            init_vel=ro.init_vel, params_mean=mean, params_L=jnp.broadcast_to(L, (num_episodes, k, k)))
-        episodes = buffer_lib.downsample_episode(episodes, args.traj_downsample_factor)  # [n, T, ...]
-        stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
-        return episodes, final, stats
+    def collect(policy_params, key, num_episodes: int, deterministic: bool):
+        return rollout(args, task, learner, policy_params, key, num_episodes, deterministic)
 
     def init(key) -> TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)
         example = buffer_lib.episode_spec(T, task.obs_size, dof, k)
-        return TrainState(policy=updates.init_policy_state(learner, k_pol),
-                          critic=updates.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
+        return TrainState(policy=init_policy_state(learner, k_pol),
+                          critic=init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
                           buffer=buffer_lib.init(args.buffer_size, example),
                           initial_entropy=jnp.full((), jnp.nan), key=key)
 
     def iteration(state: TrainState, it):
         """Iteration `it` (1-based, shared by all seeds so that the update gates stay real branches)."""
         key, k_roll, k_crit, k_pol = jax.random.split(state.key, 4)
-        episodes, _, stats = rollout(state.policy.params, k_roll, args.num_envs, deterministic=False)
+        episodes, _, stats = collect(state.policy.params, k_roll, args.num_envs, deterministic=False)
         buffer = buffer_lib.add(state.buffer, episodes)
         h0 = jnp.where(jnp.isnan(state.initial_entropy) & (it >= args.critic_update_from),
-                       updates.initial_entropy(learner, state.policy.old_params, episodes.states[:, 0]),
+                       initial_entropy(learner, state.policy.old_params, episodes.states[:, 0]),
                        state.initial_entropy)
-
-        def critic_fn(c):
-            return as_f32(updates.critic_update(learner, c, buffer, state.policy.params, state.policy.old_params, it, h0,
-                                         k_crit, args.epochs_critic))
-
-        critic, c_metrics = lax.cond(it >= args.critic_update_from, critic_fn,
-                                     lambda c: (c, nan_like(critic_fn, c)), state.critic)
-
-        def policy_fn(p):
-            return as_f32(updates.policy_update(learner, p, buffer, critic.params, it, h0, k_pol,
-                                                args.epochs_policy))
-
-        policy, p_metrics = lax.cond(it >= args.policy_update_from, policy_fn,
-                                     lambda p: (p, nan_like(policy_fn, p)), state.policy)
+        critic, c_metrics = runner.run_if(
+            it >= args.critic_update_from,
+            lambda c: critic_update(learner, c, buffer, state.policy.params, state.policy.old_params, it, h0,
+                                    k_crit, args.epochs_critic), state.critic)
+        policy, p_metrics = runner.run_if(
+            it >= args.policy_update_from,
+            lambda p: policy_update(learner, p, buffer, critic.params, it, h0, k_pol, args.epochs_policy),
+            state.policy)
         metrics = {**{f"rollout/{n}": jnp.mean(v) for n, v in stats.items()},
                    **{f"critic/{n}": jnp.mean(v) for n, v in c_metrics.items()},
                    **{f"policy/{n}": jnp.mean(v) for n, v in p_metrics.items()}}
@@ -486,163 +790,29 @@ def make_train(args: Args) -> Program:
         Returns the new state and the per-iteration metrics `{name: [eval_interval]}` (NaN where skipped)."""
 
         def body(s, i):
-            it = first_it + i
-            return lax.cond(it <= args.iterations, iteration, lambda s_, it_: (s_, nan_like(iteration, s_, it_)),
-                            s, it)
+            return runner.run_if(first_it + i <= args.iterations, iteration, s, first_it + i)
 
         return lax.scan(body, state, jnp.arange(args.eval_interval, dtype=jnp.int32))
 
     def evaluate(policy_params, key):
         """Mean over `num_eval_episodes` fresh episodes of the deterministic policy: {return, task metrics}."""
-        _, _, stats = rollout(policy_params, key, args.num_eval_episodes, deterministic=True)
+        _, _, stats = collect(policy_params, key, args.num_eval_episodes, deterministic=True)
         return {n: jnp.mean(v) for n, v in stats.items()}
 
-    return Program(init, run_chunk, evaluate, rollout, task, learner)
+    return runner.Program(init, run_chunk, evaluate, collect, task, learner)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Host loop: chunks, evaluation, logging, checkpoints
+# Host entry point
 
 
-def _to_host(tree) -> dict[str, np.ndarray]:
-    return {n: np.asarray(v, np.float64) for n, v in tree.items()}
+def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
+    """Train (or continue with `--resume`) with the shared host loop (`toperl_jax.runner.run`); returns the
+    summary dict (also written to run_dir/summary.json)."""
+    return runner.run(args, make_train(args), max_chunks, verbose, title="TOP-ERL", render_final=_render_final)
 
 
-def _per_seed_summary(history: list[dict], num_seeds: int) -> list[dict]:
-    """Final and best evaluation metrics per seed (best = highest success if the task has it, else return)."""
-    key = "eval/is_success" if "eval/is_success" in history[-1] else "eval/return"
-    out = []
-    for s in range(num_seeds):
-        rows = [{n: v[s] if isinstance(v, list) else v for n, v in h.items()} for h in history]
-        best = max(rows, key=lambda r: r[key])
-        out.append({"seed_index": s, "final": rows[-1], "best": best, "best_by": key})
-    return out
-
-
-def run(args: Args, max_chunks: int | None = None, verbose: bool = True, *, program: Program | None = None,
-        title: str = "TOP-ERL", render_final=None) -> dict:
-    """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json).
-
-    `max_chunks` stops after that many chunks in this call (a checkpoint is written), e.g. to split a run
-    across jobs; `--resume` continues it exactly. Other variants reuse this host loop with their own
-    `program` (default: `make_train(args)`), `title` for the console and
-    `render_final(args, program, state, run_dir, say)` for `--video` (default: `_render_final`).
-    """
-    say = print if verbose else (lambda *a, **k: None)
-    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
-    program = make_train(args) if program is None else program
-    render_final = _render_final if render_final is None else render_final
-    init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
-    run_dir = args.run_dir
-    if args.resume and not ckpt.has_checkpoint(run_dir):  # before anything is created or compiled
-        raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    args_json = ckpt.run_flags(args)
-    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
-    opts = task.compiler_options()
-    if args.resume:  # only the shapes: the values come from the checkpoint
-        state = jax.eval_shape(jax.vmap(init), keys)
-    else:
-        state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
-    mgr = ckpt.manager(run_dir) if args.checkpoint_interval or args.resume else None
-    chunk, history, wall_before = 0, [], 0.0
-    if args.resume:
-        # a flag added since the run was saved counts as saved with its default
-        ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
-        state, meta = ckpt.restore(mgr, state)
-        chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
-        say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
-    else:
-        (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
-
-    chunk_fn = jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
-    eval_fn = jax.jit(jax.vmap(evaluate), compiler_options=opts)
-    logger = RunLogger(run_dir, args.num_seeds)
-    steps_per_it = args.num_envs * task.episode_length
-    progress = Progress(args.iterations, steps_per_it)
-    num_chunks = math.ceil(args.iterations / args.eval_interval)
-    learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
-        if program.learner.T != task.episode_length else ""
-    say(f"{title} on {task.name} (preset {args.task}): {args.iterations} iterations × {args.num_envs} episodes × "
-        f"T={task.episode_length}{learner_T}, {args.num_seeds} seed(s), logs in {run_dir}")
-
-    def do_eval(it):
-        m = _to_host(eval_fn(state.policy.params, jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys)))
-        return {f"eval/{n}": v for n, v in m.items()}
-
-    if chunk == 0:
-        ev = do_eval(0)
-        logger.scalars(ev, 0)
-        history.append({"iteration": 0, "env_steps": 0, **{n: v.tolist() for n, v in ev.items()}})
-        say(progress.line(0, _headline(ev)))
-    t_start, chunks_run, warned = time.perf_counter(), 0, set()
-    while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
-        first_it = chunk * args.eval_interval + 1
-        if chunks_run == 0:
-            say(f"compiling and running iterations {first_it}…{min(first_it + args.eval_interval - 1, args.iterations)}"
-                " (the first chunk includes compilation)")
-        state, metrics = chunk_fn(state, jnp.int32(first_it))
-        chunk, chunks_run = chunk + 1, chunks_run + 1
-        it = min(chunk * args.eval_interval, args.iterations)
-        with np.errstate(all="ignore"):  # all-NaN means: that update has not started yet
-            train = {n: np.nanmean(np.asarray(v, np.float64), axis=1) for n, v in metrics.items()}
-        ev = do_eval(it)
-        wall = wall_before + time.perf_counter() - t_start
-        env_steps = it * steps_per_it
-        logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
-                        "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
-        history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,
-                        **{n: v.tolist() for n, v in ev.items()}})
-        if chunks_run == 1:
-            progress.start(it)
-        say(progress.line(it, _headline(ev, train)))
-        for s in nonfinite_seeds(ev, warned):
-            warned.add(s)
-            print(f"WARNING: seed {args.seed + s} has non-finite evaluation metrics at iteration {it} (diverged: its "
-                  "policy parameters are NaN/inf); the other seeds go on. Last finite evaluation: see summary.json",
-                  file=sys.stderr)
-        if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
-                                                             or chunk == num_chunks or chunks_run == max_chunks):
-            ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
-    logger.close()
-    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
-               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
-               "seeds": [args.seed + i for i in range(args.num_seeds)],
-               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds),
-               "history": history}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if chunk == num_chunks:
-        say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
-            f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
-        if args.video:
-            render_final(args, program, state, run_dir, say)
-    summary["state"] = state
-    return summary
-
-
-def nonfinite_seeds(ev: dict[str, np.ndarray], already: set[int] = frozenset()) -> list[int]:
-    """Seed indices whose evaluation metrics (`{name: [num_seeds]}`) contain NaN/inf, minus `already`."""
-    bad = ~np.all([np.isfinite(np.asarray(v, np.float64)) for v in ev.values()], axis=0)
-    return [int(i) for i in np.flatnonzero(bad) if int(i) not in already]
-
-
-def _headline(ev: dict, train: dict | None = None) -> dict[str, float]:
-    """A few numbers for the progress line (seed mean)."""
-    out = {}
-    for name in ("eval/is_success", "eval/max_height", "eval/return"):
-        if name in ev:
-            out[name.split("/")[1].replace("is_", "")] = float(np.mean(ev[name]))
-    if train:
-        for name in ("critic/critic_loss", "policy/entropy"):
-            v = train.get(name)
-            if v is not None and np.isfinite(v).all():
-                out[name.split("/")[1]] = float(np.mean(v))
-    return out
-
-
-def _render_final(args: Args, program: Program, state, run_dir: pathlib.Path, say) -> None:
+def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.Path, say) -> None:
     """Render one episode of seed 0's deterministic policy to run_dir/final.mp4 (failures are reported, not
     raised, so that a finished run is never lost to a missing GL backend)."""
     try:

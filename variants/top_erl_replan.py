@@ -35,32 +35,26 @@ docs/replanning.md; the ones visible here:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 import sys
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import optax
 import tyro
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
-from toperl_jax import envs, replan, updates
+from toperl_jax import chunks, envs, gaussian, replan, runner
+from toperl_jax import critic as critic_lib
+from toperl_jax import segments as seg_lib
+from variants import top_erl as te  # TODO(issue 26): a self-contained fork
 
 
-def _load_top_erl():
-    """variants/top_erl.py as a module (it is a script, not a package module); shared with the tests."""
-    if "top_erl" in sys.modules:
-        return sys.modules["top_erl"]
-    spec = importlib.util.spec_from_file_location("top_erl", pathlib.Path(__file__).with_name("top_erl.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["top_erl"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sg = lax.stop_gradient
 
 
-te = _load_top_erl()
 
 # ---------------------------------------------------------------------------------------------------------------
 # Flags
@@ -164,10 +158,228 @@ def split_config(args: Args, task: envs.EpisodicTask) -> replan.SplitConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Split-aware targets, losses and updates (what replanning changes: the rows' plans and their completion)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplanUpdates:
+    """Static settings of the split-aware updates (besides the TOP-ERL `te.Learner`).
+
+    Attributes:
+        critic_completion: completion of the V-target rows (upstream `v_func_estimation`).
+        policy_completion: completion of the policy-loss rows (upstream `q_loss_strategy`).
+        critic_init: row initial condition of the V targets (`segment` = TOP-ERL's enforcement).
+        policy_init: row initial condition of the policy loss (`split`: N = 1 is TOP-ERL's episode start).
+    """
+
+    critic_completion: replan.Completion = "overconfident"
+    policy_completion: replan.Completion = "overconfident"
+    critic_init: replan.InitCond = "segment"
+    policy_init: replan.InitCond = "segment"
+
+
+def split_noise(key: jax.Array, batch: int, num_rows: int, n_splits: int, k: int) -> jax.Array:
+    """ξ `[B, R, N, k]` (for N = 1 the numbers of TOP-ERL's `row_noise(key, B, R, k)`)."""
+    return jax.random.normal(key, (batch, num_rows, n_splits, k), dtype=jnp.float32)
+
+
+def _last_owned_token(owned_valid: jax.Array, layout: seg_lib.PackedLayout, R: int) -> jax.Array:
+    """`[b, Ntok]`: for every token, the index of the last token of its row where `owned_valid` holds."""
+    t = jnp.arange(layout.row.shape[0], dtype=jnp.int32)
+    in_r = layout.row[None, :] == jnp.arange(R)[:, None]  # [R, Ntok]
+    last = jnp.max(jnp.where(in_r[None] & owned_valid[:, None, :], t, -1), axis=-1)  # [b, R]
+    return jnp.maximum(last, 0)[:, layout.row]
+
+
+def _targets_chunk(learner, ru: ReplanUpdates, target_params, rep: replan.ReplanEpisode, seg, layout, mean_p, L_p, xi):
+    ep = rep.episode
+    T = seg.T
+    c_tok = seg.row_start[layout.row]
+    w = gaussian.sample_rows(mean_p, L_p, xi)
+    actions, _, owned = replan.complete_rows(learner.mp, learner.dt, ru.critic_completion, rep, seg, layout, w,
+                                      ru.critic_init)
+    act_valid = layout.is_action & layout.valid
+    actions = jnp.where(act_valid[:, None], actions, 0.0)
+    state_tok, _ = seg_lib.gather_tokens(layout, ep.states, ep.actions)
+    q_hat = jnp.min(critic_lib.packed_values(learner.critic, target_params, state_tok, actions, layout), axis=0)  # [b, Ntok]
+    if ru.critic_completion == "truncated":
+        last = _last_owned_token(act_valid & owned, layout, seg.row_start.shape[0])
+    else:
+        last = jnp.broadcast_to(seg_lib.last_valid_token(seg, layout), q_hat.shape)
+    v_target = jnp.take_along_axis(q_hat, last, axis=1)
+    v_bar = critic_lib.state_values(learner.critic, target_params, ep.states)  # [b, T]
+    nxt = layout.time_index + 1
+    v_nxt = jnp.where(nxt < T, v_bar[:, jnp.minimum(nxt, T - 1)], 0.0)
+    boot = jnp.power(jnp.float32(learner.discount), (nxt - c_tok).astype(jnp.float32)) * v_nxt
+    reward_sum = ep.rewards.astype(jnp.float32) @ seg_lib.reward_weights(seg, layout, learner.discount).T
+    q_target = reward_sum + boot
+    targets = jnp.where(layout.is_state, v_target, jnp.where(act_valid, q_target, 0.0))
+    loss_mask = owned | layout.is_state if ru.critic_completion == "truncated" else jnp.ones_like(owned)
+    return targets, loss_mask, {"actions": actions, "owned": owned}
+
+
+def critic_targets(learner: te.Learner, ru: ReplanUpdates, target_params, rep: replan.ReplanEpisode,
+                   seg: seg_lib.Segmentation, layout: seg_lib.PackedLayout, mean_proj: jax.Array, L_proj: jax.Array,
+                   key: jax.Array):
+    """Packed n-step targets (as `TOP-ERL's `critic_targets``) with the V-target â completed per split.
+
+    Args:
+        mean_proj, L_proj: projected policy at the decision states, `[B, N, k]` and `[k, k]` / `[B, N, k, k]`.
+
+    Returns:
+        targets `[B, Ntok]`; loss_mask `[B, Ntok]` (False at action tokens that `truncated` drops from the
+        Q-token loss; all True otherwise); aux {actions, owned}.
+    """
+    mean_proj, L_proj, target_params = sg(mean_proj), sg(L_proj), sg(target_params)
+    B = rep.episode.rewards.shape[0]
+    xi = split_noise(key, B, seg.row_start.shape[0], mean_proj.shape[1], mean_proj.shape[-1])
+    ctx = L_proj.ndim == 4
+
+    def chunk(x):
+        r, m, xi_c, L_c = x
+        return _targets_chunk(learner, ru, target_params, r, seg, layout, m, L_c if ctx else L_proj, xi_c)
+
+    n = chunks.num_chunks(learner.micro_batch, B)
+    out = chunks.chunked_map(chunk, (rep, mean_proj, xi, L_proj if ctx else None), n)
+    return jax.tree.map(sg, out)
+
+
+def _masked_critic_loss_and_grad(learner, params, episodes, layout, targets, mask, dropout_key):
+    """Per-critic MSE `[C]` (TOP-ERL's `masked_mse`, with the Q tokens outside `mask` dropped) and the gradient
+    of their sum, over chunks of `micro_batch` trajectories."""
+    B = targets.shape[0]
+    n = chunks.num_chunks(learner.micro_batch, B)
+    keys = jax.random.split(dropout_key, n) if n > 1 else dropout_key
+
+    def f(p, _, data):
+        ep, tgt, m, key = data
+        state_tok, action_tok = seg_lib.gather_tokens(layout, ep.states, ep.actions)
+        pred = critic_lib.packed_values(learner.critic, p, state_tok, action_tok, layout, key)
+        per = te.masked_mse(jnp.where(m, pred, 0.0), jnp.where(m, tgt, 0.0), layout, B)
+        return jnp.sum(per), per
+
+    (_, per), (grads, _) = chunks.chunked_value_and_grad(f, params, (), (episodes, targets, mask, keys), n)
+    return per, grads
+
+
+def _projected(learner, params, old_params, rep, step, initial_entropy):
+    return te.projected_policy(learner, params, old_params, replan.decision_states(rep), step, initial_entropy)
+
+
+def critic_step(learner: te.Learner, ru: ReplanUpdates, state: te.CriticState,
+                buffer: buffer_lib.TrajectoryBuffer, policy_params, old_policy_params, step, initial_entropy,
+                key: jax.Array):
+    """One critic step (as TOP-ERL's `critic_step`; the same key use, so N = 1 gives its numbers)."""
+    k_batch, k_seg, k_noise, k_drop = jax.random.split(key, 4)
+    rep = buffer_lib.sample(buffer, k_batch, learner.batch_size)
+    seg = te.draw_segmentation(learner, k_seg, extra_row=True)
+    layout = seg_lib.packed_layout(seg)
+    _, _, mean_p, L_p, _ = _projected(learner, policy_params, old_policy_params, rep, step, initial_entropy)
+    targets, mask, _ = critic_targets(learner, ru, state.target_params, rep, seg, layout, mean_p, L_p, k_noise)
+    if ru.critic_completion == "truncated":
+        per_critic, grads = _masked_critic_loss_and_grad(learner, state.params, rep.episode, layout, targets,
+                                                         mask, k_drop)
+    else:
+        per_critic, grads = te.critic_loss_and_grad(learner, state.params, rep.episode, layout, targets,
+                                                         k_drop)
+    upd, opt_state = learner.critic_optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, upd)
+    target_params = optax.incremental_update(params, state.target_params, learner.critic_tau)
+    valid = layout.valid
+    metrics = {"critic_loss": jnp.mean(per_critic),
+               "target_mean": jnp.sum(jnp.where(valid, targets, 0.0)) / (targets.shape[0] * jnp.sum(valid)),
+               "segment_length": seg.length}
+    return te.CriticState(params=params, target_params=target_params, opt_state=opt_state), metrics
+
+
+def critic_update(learner, ru, state, buffer, policy_params, old_policy_params, step, initial_entropy, key,
+                  num_steps: int):
+    """`num_steps` `critic_step`s in a `lax.scan`."""
+
+    def body(s, k):
+        return critic_step(learner, ru, s, buffer, policy_params, old_policy_params, step, initial_entropy, k)
+
+    return lax.scan(body, state, jax.random.split(key, num_steps))
+
+
+def _q_sum(learner, ru: ReplanUpdates, critic_params, rep, seg, layout, mean_p, L_p, xi):
+    """Σ over (trajectory, valid row) of min_C Σ_{l ∈ kept tokens} Q_C(s_c, â_{c:c+l}) for a chunk."""
+    R = seg.row_start.shape[0]
+    w = gaussian.sample_rows(mean_p, L_p, xi)
+    actions, _, owned = replan.complete_rows(learner.mp, learner.dt, ru.policy_completion, rep, seg, layout, w,
+                                      ru.policy_init)
+    actions = jnp.where(layout.is_action[:, None], actions, 0.0)
+    state_tok, _ = seg_lib.gather_tokens(layout, rep.episode.states, rep.episode.actions)
+    q = critic_lib.packed_values(learner.critic, sg(critic_params), state_tok, actions, layout)  # [C, b, Ntok]
+    keep = layout.is_action & layout.valid
+    if ru.policy_completion == "truncated":
+        keep = keep & owned
+    q_tokens = jnp.where(keep, q, 0.0)
+    row_q = jnp.min(seg_lib.sum_rows(q_tokens, layout, R), axis=0)
+    return jnp.sum(jnp.where(seg.row_valid, row_q, 0.0))
+
+
+def policy_loss_and_grad(learner: te.Learner, ru: ReplanUpdates, params, old_params, critic_params,
+                         rep: replan.ReplanEpisode, seg: seg_lib.Segmentation, step, initial_entropy, key: jax.Array):
+    """Gradient and metrics of q_loss(π̃) + trust-region loss with per-split projection (spec §4).
+
+    π(d_{b,j}) at every decision state, the old (Polyak) policy at the same states, KL projection per
+    (b, j); trust-region loss and entropy are means over all B·N. q_loss = −Σ(kept Q tokens)/(B · rows),
+    rows completed with `ru.policy_completion` from `ru.policy_init`. As TOP-ERL's `policy_loss_and_grad`:
+    the projection once, the q_loss gradient w.r.t. (μ̃, L̃) over chunks, pulled back through it.
+    """
+    B = rep.episode.rewards.shape[0]
+    layout = seg_lib.packed_layout(seg)
+    N = rep.split_start.shape[-1]
+
+    def project(p):
+        mean, L, mean_p, L_p, info = _projected(learner, p, old_params, rep, step, initial_entropy)
+        return (mean_p, L_p, te.trust_region(learner, mean, L, mean_p, L_p)), info
+
+    (mean_p, L_p, tr), pullback, info = jax.vjp(project, params, has_aux=True)
+    xi = split_noise(key, B, seg.row_start.shape[0], N, learner.policy.action_dim)
+    contextual = L_p.ndim == 4
+
+    def f(L_shared, rows, data):
+        m, L_rows = rows
+        r, xi_c = data
+        L_c = L_rows if contextual else L_shared
+        return -_q_sum(learner, ru, critic_params, r, seg, layout, m, L_c, xi_c) / (B * seg.num_rows), ()
+
+    shared = () if contextual else L_p
+    (ql, _), (d_shared, (d_mean, d_L_rows)) = chunks.chunked_value_and_grad(
+        f, shared, (mean_p, L_p if contextual else None), (rep, xi), chunks.num_chunks(learner.micro_batch, B))
+    (grads,) = pullback((d_mean, d_L_rows if contextual else d_shared, jnp.ones_like(tr)))
+    return grads, te.policy_metrics(ql, tr, L_p, info)
+
+
+def policy_step(learner: te.Learner, ru: ReplanUpdates, state: te.PolicyState,
+                buffer: buffer_lib.TrajectoryBuffer, critic_params, step, initial_entropy, key: jax.Array):
+    """One policy step (as TOP-ERL's `policy_step`, same key use)."""
+    k_batch, k_seg, k_noise = jax.random.split(key, 3)
+    rep = buffer_lib.sample(buffer, k_batch, learner.batch_size)
+    seg = te.draw_segmentation(learner, k_seg, extra_row=False)
+    grads, metrics = policy_loss_and_grad(learner, ru, state.params, state.old_params, critic_params, rep, seg,
+                                          step, initial_entropy, k_noise)
+    upd, opt_state = learner.policy_optimizer.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, upd), opt_state=opt_state), metrics
+
+
+def policy_update(learner, ru, state, buffer, critic_params, step, initial_entropy, key, num_steps: int):
+    """`num_steps` `policy_step`s in a `lax.scan`, then the old-policy Polyak update."""
+
+    def body(s, k):
+        return policy_step(learner, ru, s, buffer, critic_params, step, initial_entropy, k)
+
+    state, metrics = lax.scan(body, state, jax.random.split(key, num_steps))
+    return te.old_policy_update(learner, state), metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The jitted program
 
 
-def make_train(args: Args) -> te.Program:
+def make_train(args: Args) -> runner.Program:
     """Static set-up: the task, the learner, the split schedule and the pure functions of one run."""
     te.check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
@@ -176,7 +388,7 @@ def make_train(args: Args) -> te.Program:
     F = args.traj_downsample_factor
     fine_sizes = None if splits.static_sizes() is None else tuple(F * n for n in splits.static_sizes())
     learner = te.make_learner(args, task)
-    ru = replan.ReplanUpdates(critic_completion=args.critic_completion, policy_completion=args.policy_completion,
+    ru = ReplanUpdates(critic_completion=args.critic_completion, policy_completion=args.policy_completion,
                               critic_init="segment" if args.initial_condition_enforcement else "split",
                               policy_init=args.policy_init)
     T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
@@ -207,8 +419,8 @@ def make_train(args: Args) -> te.Program:
     def init(key) -> te.TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)
         example = replan.replan_episode_spec(T, task.obs_size, dof, k, args.n_splits)
-        return te.TrainState(policy=updates.init_policy_state(learner, k_pol),
-                             critic=updates.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
+        return te.TrainState(policy=te.init_policy_state(learner, k_pol),
+                             critic=te.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
                              buffer=buffer_lib.init(args.buffer_size, example),
                              initial_entropy=jnp.full((), jnp.nan), key=key)
 
@@ -218,22 +430,17 @@ def make_train(args: Args) -> te.Program:
         episodes, _, stats = rollout(state.policy.params, k_roll, args.num_envs, deterministic=False)
         buffer = buffer_lib.add(state.buffer, episodes)
         h0 = jnp.where(jnp.isnan(state.initial_entropy) & (it >= args.critic_update_from),
-                       updates.initial_entropy(learner, state.policy.old_params, episodes.episode.states[:, 0]),
+                       te.initial_entropy(learner, state.policy.old_params, episodes.episode.states[:, 0]),
                        state.initial_entropy)
 
-        def critic_fn(c):
-            return te.as_f32(replan.critic_update(learner, ru, c, buffer, state.policy.params, state.policy.old_params,
-                                               it, h0, k_crit, args.epochs_critic))
-
-        critic, c_metrics = lax.cond(it >= args.critic_update_from, critic_fn,
-                                     lambda c: (c, te.nan_like(critic_fn, c)), state.critic)
-
-        def policy_fn(p):
-            return te.as_f32(replan.policy_update(learner, ru, p, buffer, critic.params, it, h0, k_pol,
-                                               args.epochs_policy))
-
-        policy, p_metrics = lax.cond(it >= args.policy_update_from, policy_fn,
-                                     lambda p: (p, te.nan_like(policy_fn, p)), state.policy)
+        critic, c_metrics = runner.run_if(
+            it >= args.critic_update_from,
+            lambda c: critic_update(learner, ru, c, buffer, state.policy.params, state.policy.old_params, it,
+                                           h0, k_crit, args.epochs_critic), state.critic)
+        policy, p_metrics = runner.run_if(
+            it >= args.policy_update_from,
+            lambda p: policy_update(learner, ru, p, buffer, critic.params, it, h0, k_pol, args.epochs_policy),
+            state.policy)
         metrics = {**{f"rollout/{n}": jnp.mean(v) for n, v in stats.items()},
                    **{f"critic/{n}": jnp.mean(v) for n, v in c_metrics.items()},
                    **{f"policy/{n}": jnp.mean(v) for n, v in p_metrics.items()}}
@@ -244,9 +451,7 @@ def make_train(args: Args) -> te.Program:
         """Iterations first_it … first_it + eval_interval − 1 (those past `iterations` are skipped)."""
 
         def body(s, i):
-            it = first_it + i
-            return lax.cond(it <= args.iterations, iteration, lambda s_, it_: (s_, te.nan_like(iteration, s_, it_)),
-                            s, it)
+            return runner.run_if(first_it + i <= args.iterations, iteration, s, first_it + i)
 
         return lax.scan(body, state, jnp.arange(args.eval_interval, dtype=jnp.int32))
 
@@ -255,7 +460,7 @@ def make_train(args: Args) -> te.Program:
         _, _, stats = rollout(policy_params, key, args.num_eval_episodes, deterministic=True)
         return {n: jnp.mean(v) for n, v in stats.items()}
 
-    return te.Program(init, run_chunk, evaluate, rollout, task, learner)
+    return runner.Program(init, run_chunk, evaluate, rollout, task, learner)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,12 +470,12 @@ def make_train(args: Args) -> te.Program:
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
     """Train (or continue with `args.resume`) with `variants/top_erl.py`'s host loop and this variant's program;
     returns the summary dict (also written to run_dir/summary.json) — see `top_erl.run`."""
-    return te.run(args, max_chunks, verbose, program=make_train(args),
-                  title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
+    return runner.run(args, make_train(args), max_chunks, verbose,
+                      title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
                   render_final=_render_final)
 
 
-def _render_final(args: Args, program: te.Program, state, run_dir: pathlib.Path, say) -> None:
+def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.Path, say) -> None:
     """One episode of seed 0's deterministic policy, with replanning, to run_dir/final.mp4 (errors reported)."""
     try:
         from toperl_jax.envs import render

@@ -3,9 +3,11 @@
 from toperl_jax.mp.prodmp import (
     ProDMPBasis,
     ProDMPConfig,
+    decode_token_actions,
+    fix_relative_goal,
     prodmp_basis,
     prodmp_trajectory,
     weights_goal_scale,
 )
 
-__all__ = ["ProDMPBasis", "ProDMPConfig", "prodmp_basis", "prodmp_trajectory", "weights_goal_scale"]
+__all__ = ["ProDMPBasis", "ProDMPConfig", "decode_token_actions", "fix_relative_goal", "prodmp_basis", "prodmp_trajectory", "weights_goal_scale"]

@@ -368,3 +368,25 @@ def prodmp_trajectory(cfg: ProDMPConfig, weights: jax.Array, times: jax.Array,
     return _trajectory_core(_constants(cfg, dtype), weights, times, init_time, init_pos,
                             init_vel, relative_goal=cfg.relative_goal,
                             disable_goal=cfg.disable_goal)
+
+
+def decode_token_actions(cfg: ProDMPConfig, weights: jax.Array, times: jax.Array, init_time: jax.Array,
+                         init_pos: jax.Array, init_vel: jax.Array) -> jax.Array:
+    """Desired (pos, vel) at one time per token: `weights [B, N, k]`, `times [B, N]`, an initial condition
+    broadcasting to `[B, N]` (`init_time`) and `[B, N, dof]` (`init_pos`, `init_vel`) → `[B, N, 2·dof]`.
+    A ProDMP is evaluated pointwise in time, so this equals decoding each row whole and reading its times."""
+    pos, vel = prodmp_trajectory(cfg, weights, times[..., None], init_time, init_pos, init_vel)
+    return jnp.concatenate([pos[..., 0, :], vel[..., 0, :]], axis=-1)
+
+
+def fix_relative_goal(cfg: ProDMPConfig, weights: jax.Array, anchor_pos: jax.Array, init_pos: jax.Array):
+    """With a relative goal, weights drawn at q_anchor and decoded from q_init keep their goal:
+    goal ← goal − (q_init − q_anchor) (the last weight of each DoF block; upstream
+    `fix_relative_goal_for_segments`, exact only for an effective goal scale of 1, spec trpl §6). No-op
+    without `relative_goal`. `weights [..., k]`, `anchor_pos` and `init_pos` broadcasting to `[..., dof]`."""
+    if not cfg.relative_goal:
+        return weights
+    b = cfg.params_per_dof
+    w = weights.reshape(*weights.shape[:-1], cfg.num_dof, b)
+    w = w.at[..., b - 1].add(-(init_pos - anchor_pos))
+    return w.reshape(weights.shape)

@@ -1,0 +1,1 @@
+"""Benchmark scripts (run them as scripts; tests import them as modules)."""
