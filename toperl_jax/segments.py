@@ -374,6 +374,18 @@ def reward_weights(seg: Segmentation, layout: PackedLayout, discount: float) -> 
     return jnp.where(inside, power, 0.0)
 
 
+def n_step_returns(seg: Segmentation, layout: PackedLayout, rewards: jax.Array, v_bar: jax.Array,
+                   discount: float) -> jax.Array:
+    """Q-token targets of spec §4 at every action token of time k in a row starting at c, `[b, N]`:
+    Σ_{j=c…k} γ^{j−c} r_j + γ^{k+1−c} V̄(s_{k+1}), with V̄ = 0 at k + 1 ≥ T. `rewards [b, T]`, `v_bar [b, T]`.
+    Also at state and padded tokens (mask them); nothing at or beyond T can enter."""
+    T = seg.T
+    nxt = layout.time_index + 1
+    v_nxt = jnp.where(nxt < T, v_bar[:, jnp.minimum(nxt, T - 1)], 0.0)
+    boot = jnp.power(jnp.float32(discount), (nxt - seg.row_start[layout.row]).astype(jnp.float32)) * v_nxt
+    return rewards.astype(jnp.float32) @ reward_weights(seg, layout, discount).T + boot
+
+
 def last_valid_token(seg: Segmentation, layout: PackedLayout) -> jax.Array:
     """`[N]` int: for each token, the token index of its row's last valid action (position min(ℓ, T − c))."""
     return token_position(seg, layout.row, seg.num_valid_actions[layout.row])

@@ -56,8 +56,7 @@ class Args:
     task: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
     env: str = "reacher"
-    """environment (`toperl_jax.envs.task_names()`); set by the preset; with `--task metaworld`, one of the
-    `metaworld-<name>` tasks (default metaworld-reach)"""
+    """environment (`toperl_jax.envs.task_names()`), set by the preset; `--task metaworld` takes a metaworld-* task"""
     seed: int = 0
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1
@@ -71,9 +70,7 @@ class Args:
     reward_redistribution: bool = False
     """hopper jump: move the sparse final reward to the take-off step (spec top_erl.md §6)"""
     traj_downsample_factor: int = 1
-    """F: the env runs all T steps, the buffer and the learner see T / F steps of F·dt (states and desired pos/vel
-    at the block starts, actions at the block ends, rewards summed per block × 1/F; `buffer.downsample_episode`);
-    1 = off (upstream sampler `traj_downsample_factor`; Meta-World: 5)"""
+    """F: the learner sees every F-th step of F·dt (rewards summed per block × 1/F; Meta-World 5; 1 = off)"""
 
     # --- agent (upstream `agent.args`)
     lr_policy: float = 5e-3
@@ -81,8 +78,7 @@ class Args:
     lr_critic: float = 3e-4
     """critic AdamW learning rate"""
     anneal_lr_policy: bool = True
-    """decay the policy learning rate linearly to 0 over the run's policy steps (not upstream, so off in the
-    upstream presets; on in `reach`, where it settles the last evaluations; as CleanRL's `anneal_lr`)"""
+    """decay the policy learning rate linearly to 0 (not upstream; on in `reach` only)"""
     wd_policy: float = 1e-5
     """policy weight decay (coupled L2, as torch Adam)"""
     wd_critic: float = 1e-5
@@ -110,12 +106,9 @@ class Args:
     segment_length: int | None = None
     """ablation: a fixed segment length (one of T // n) instead of a random one per update"""
     initial_condition_enforcement: bool = True
-    """ablation switch: V targets decode â from the buffered desired pos/vel at the segment start (True) or from
-    the episode start (False)"""
+    """ablation switch: V-target actions from the buffered desired pos/vel at the row start (else the episode start)"""
     micro_batch: int = 0
-    """trajectories per sequential chunk of the critic / policy passes (same numbers, less memory);
-    0 = auto: 16 on a CPU (reach preset: 0.53 iterations/s against 0.41–0.45 with 8; one critic step on the whole
-    batch of 64 takes 1.7× as long as in chunks of 8), the whole batch on an accelerator"""
+    """trajectories per sequential chunk of the critic / policy passes (same numbers); 0 = auto: 16 on a CPU, all on a GPU"""
 
     # --- ProDMP (upstream `mp.args`; dof and dt come from the task)
     num_basis: int = 1
@@ -203,11 +196,9 @@ class Args:
     resume: bool = False
     """continue the run in `logdir/run_name` from its last checkpoint (the flags must match the saved ones)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
-    """persistent XLA compilation cache, so that a second run skips the compile ('' disables; an already
-    configured jax_compilation_cache_dir wins)"""
+    """persistent XLA compilation cache ('' disables; an already configured cache dir wins)"""
     video: bool = False
-    """render one episode of the final mean policy to `run_dir/final.mp4` (headless: run with MUJOCO_GL=egl;
-    mp4 needs the `render` extra)"""
+    """render the final mean policy to run_dir/final.mp4 (headless: MUJOCO_GL=egl; mp4: the `render` extra)"""
 
     @property
     def run_dir(self) -> pathlib.Path:
@@ -519,7 +510,7 @@ def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_
 
 def critic_targets(learner: Learner, target_params, episodes: buffer_lib.Episode, seg: seg_lib.Segmentation,
                    layout: seg_lib.PackedLayout, mean_proj: jax.Array, L_proj: jax.Array, key: jax.Array):
-    """Packed n-step targets `[B, N]` (no gradient) and aux {weights [B, R, k], actions [B, N, 2·dof], v_next,
+    """Packed n-step targets `[B, N]` (no gradient) and aux {weights [B, R, k], actions [B, N, 2·dof],
     q_hat [B, N]}, for a segmentation with the extra row:
     - state token of row c: V target G_0 = min_C Q̄(s_c, â_c … â_{c+ℓ−1}), read at the row's last valid action,
       with â ~ the projected policy (one ξ per trajectory and row), decoded per token from the buffered desired
@@ -556,15 +547,9 @@ def critic_targets(learner: Learner, target_params, episodes: buffer_lib.Episode
         v_target = jnp.take_along_axis(q_hat, last, axis=1)  # [b, N]
 
         v_bar = critic_lib.state_values(learner.critic, target_params, ep.states)  # [b, T]
-        nxt = layout.time_index + 1
-        v_nxt = jnp.where(nxt < T, v_bar[:, jnp.minimum(nxt, T - 1)], 0.0)
-        boot = jnp.power(jnp.float32(learner.discount), (nxt - c_tok).astype(jnp.float32)) * v_nxt
-        reward_sum = ep.rewards.astype(jnp.float32) @ seg_lib.reward_weights(seg, layout, learner.discount).T
-        q_target = reward_sum + boot
-
+        q_target = seg_lib.n_step_returns(seg, layout, ep.rewards, v_bar, learner.discount)
         targets = jnp.where(layout.is_state, v_target, jnp.where(layout.is_action & layout.valid, q_target, 0.0))
-        aux = {"weights": w_rows, "actions": actions, "v_next": jnp.where(layout.is_action, boot, 0.0),
-               "q_hat": q_hat}
+        aux = {"weights": w_rows, "actions": actions, "q_hat": q_hat}
         return targets, aux
 
     n = chunks.num_chunks(learner.micro_batch, B)

@@ -193,8 +193,6 @@ def _last_owned_token(owned_valid: jax.Array, layout: seg_lib.PackedLayout, R: i
 
 def _targets_chunk(learner, ru: ReplanUpdates, target_params, rep: replan.ReplanEpisode, seg, layout, mean_p, L_p, xi):
     ep = rep.episode
-    T = seg.T
-    c_tok = seg.row_start[layout.row]
     w = gaussian.sample_rows(mean_p, L_p, xi)
     actions, _, owned = replan.complete_rows(learner.mp, learner.dt, ru.critic_completion, rep, seg, layout, w,
                                       ru.critic_init)
@@ -208,11 +206,7 @@ def _targets_chunk(learner, ru: ReplanUpdates, target_params, rep: replan.Replan
         last = jnp.broadcast_to(seg_lib.last_valid_token(seg, layout), q_hat.shape)
     v_target = jnp.take_along_axis(q_hat, last, axis=1)
     v_bar = critic_lib.state_values(learner.critic, target_params, ep.states)  # [b, T]
-    nxt = layout.time_index + 1
-    v_nxt = jnp.where(nxt < T, v_bar[:, jnp.minimum(nxt, T - 1)], 0.0)
-    boot = jnp.power(jnp.float32(learner.discount), (nxt - c_tok).astype(jnp.float32)) * v_nxt
-    reward_sum = ep.rewards.astype(jnp.float32) @ seg_lib.reward_weights(seg, layout, learner.discount).T
-    q_target = reward_sum + boot
+    q_target = seg_lib.n_step_returns(seg, layout, ep.rewards, v_bar, learner.discount)
     targets = jnp.where(layout.is_state, v_target, jnp.where(act_valid, q_target, 0.0))
     loss_mask = owned | layout.is_state if ru.critic_completion == "truncated" else jnp.ones_like(owned)
     return targets, loss_mask, {"actions": actions, "owned": owned}
