@@ -58,6 +58,15 @@ def test_presets_reproduce_upstream_configs():
     assert hop.reward_redistribution and hop.env == "hopper-jump-sparse"
     for p in (box, sparse, hop):
         assert p.traj_downsample_factor == 1
+    # upstream's multi-processing agent (the README's entry point) fills the buffer to a batch before iteration 1
+    assert box.buffer_warmup and sparse.buffer_warmup and hop.buffer_warmup and te.PRESETS["metaworld"].buffer_warmup
+    assert not te.PRESETS["reach"].buffer_warmup
+    # the CPU-scale hopper changes budgets only (docs/fidelity.md)
+    cpu = te.PRESETS["hopper-jump-cpu"]
+    budgets = {"task", "num_envs", "iterations", "batch_size", "n_embd", "epochs_critic", "epochs_policy",
+               "policy_update_from", "eval_interval", "num_eval_episodes"}
+    assert {f.name for f in dataclasses.fields(te.Args) if getattr(cpu, f.name) != getattr(hop, f.name)} == budgets
+    assert cpu.policy_update_from * cpu.num_envs == pytest.approx(hop.policy_update_from * hop.num_envs, abs=4)
     # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml
     mw = te.PRESETS["metaworld"]
     assert (mw.task, mw.env, mw.traj_downsample_factor, mw.iterations, mw.num_envs) == (
@@ -115,6 +124,7 @@ def test_parse_args_preset_then_overrides():
     ({"segment_length": 9}, "--segment-length"),
     ({"micro_batch": 7}, "--micro-batch"),
     ({"n_embd": 30}, "--n-embd"),
+    ({"buffer_warmup": True, "batch_size": 64, "num_envs": 48, "buffer_size": 64}, "--buffer-warmup"),  # 96 > 64
     ({"traj_downsample_factor": 3}, "--traj-downsample-factor"),  # does not divide the reacher's T = 50
     ({"traj_downsample_factor": 0}, "--traj-downsample-factor"),
     ({"traj_downsample_factor": 25, "max_num_segments": 25}, "--max-num-segments"),  # learner T = 2
@@ -124,6 +134,20 @@ def test_parse_args_preset_then_overrides():
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
         te.make_train(dataclasses.replace(te.Args(), **change))
+
+
+def test_buffer_warmup_fills_a_batch_with_the_initial_policy():
+    """--buffer-warmup: before iteration 1 the buffer holds ⌈batch / num_envs⌉·num_envs episodes of the initial
+    (stochastic) policy, and the run counts their env steps."""
+    args = dataclasses.replace(TINY, buffer_warmup=True, batch_size=6, micro_batch=0)  # num_envs 4: 2 rollouts, 8 episodes
+    program = te.make_train(args)
+    state = jax.jit(program.init)(jax.random.PRNGKey(0))
+    assert int(state.buffer.size) == 8 and program.initial_env_steps == 8 * program.task.episode_length
+    data = jax.tree.map(lambda x: np.asarray(x[:8]), state.buffer.data)
+    mean, _ = program.learner.policy.apply(state.policy.params, data.states[:, 0])
+    np.testing.assert_allclose(data.params_mean, np.asarray(mean), rtol=1e-6)  # the initial policy acted
+    assert np.abs(data.actions).sum(axis=(1, 2)).min() > 0 and len({float(a) for a in data.actions[:, 5, 0]}) == 8
+    assert int(jax.jit(te.make_train(TINY).init)(jax.random.PRNGKey(0)).buffer.size) == 0
 
 
 def test_nonfinite_seeds_are_reported_once():

@@ -35,6 +35,7 @@ class Program(NamedTuple):
     rollout: Callable  # rollout(policy_params, key, num_episodes, deterministic) -> (episodes, final, stats)
     task: EpisodicTask
     learner: Any  # the variant's static learner (its T and dt are reported)
+    initial_env_steps: int = 0  # env steps `init` takes (a buffer warm-up), counted before iteration 1
 
 
 def nan_like(fn, *a):
@@ -121,8 +122,8 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
 
     if chunk == 0:
         ev = do_eval(0)
-        logger.scalars(ev, 0)
-        history.append({"iteration": 0, "env_steps": 0, **{n: v.tolist() for n, v in ev.items()}})
+        logger.scalars(ev, program.initial_env_steps)
+        history.append({"iteration": 0, "env_steps": program.initial_env_steps, **{n: v.tolist() for n, v in ev.items()}})
         say(progress.line(0, _headline(ev)))
     t_start, chunks_run, warned = time.perf_counter(), 0, set()
     while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
@@ -137,7 +138,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
             train = {n: np.nanmean(np.asarray(v, np.float64), axis=1) for n, v in metrics.items()}
         ev = do_eval(it)
         wall = wall_before + time.perf_counter() - t_start
-        env_steps = it * steps_per_it
+        env_steps = program.initial_env_steps + it * steps_per_it
         logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
                         "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
         history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pathlib
 import sys
 from typing import Any, Literal
@@ -53,7 +54,7 @@ class Args:
     """TOP-ERL. The defaults are the `reach` preset; `--task` selects another preset, other flags override it."""
 
     # --- run
-    task: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "metaworld"] = "reach"
+    task: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "hopper-jump-cpu", "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
     env: str = "reacher"
     """environment (`toperl_jax.envs.task_names()`), set by the preset; `--task metaworld` takes a metaworld-* task"""
@@ -95,6 +96,9 @@ class Args:
     """first iteration (1-based) with policy updates"""
     buffer_size: int = 8000
     """replay buffer capacity in trajectories (FIFO)"""
+    buffer_warmup: bool = False
+    """fill the buffer with ⌈batch / num_envs⌉ rollouts of the initial policy before iteration 1 (upstream's
+    multi-processing agent; on in the upstream presets)"""
     discount: float = 1.0
     """γ of the n-step targets"""
     critic_tau: float = 0.005
@@ -207,7 +211,7 @@ class Args:
 
 
 _BOX_COMMON = {
-    "old_policy_rate": 0.005, "entropy_eq": False, "anneal_lr_policy": False,
+    "buffer_warmup": True, "old_policy_rate": 0.005, "entropy_eq": False, "anneal_lr_policy": False,
     "num_envs": 4, "iterations": 35000, "random_init": True, "lr_policy": 3e-4, "lr_critic": 5e-5, "wd_policy": 1e-5, "wd_critic": 1e-5,
     "epochs_policy": 15, "epochs_critic": 30, "batch_size": 512, "critic_update_from": 300, "policy_update_from": 2000,
     "num_basis": 8, "tau": 2.0, "alpha_phase": 3.0, "alpha": 10.0, "basis_bandwidth_factor": 3.0, "num_basis_outside": 0,
@@ -231,6 +235,7 @@ PRESETS: dict[str, Args] = {
     # Upstream mprl/config/hopper_jump/seq/entire/{shared,slurm}_hopper.yaml.
     "hopper-jump": Args(
         task="hopper-jump", env="hopper-jump-sparse", num_envs=1, iterations=15000, reward_redistribution=True,
+        buffer_warmup=True,
         lr_policy=1e-4, lr_critic=1e-4, anneal_lr_policy=False, wd_policy=5e-5, wd_critic=5e-5, epochs_policy=10,
         epochs_critic=20,
         batch_size=256, critic_update_from=1, policy_update_from=250, buffer_size=1000,
@@ -244,6 +249,7 @@ PRESETS: dict[str, Args] = {
     # upstream's grid runs 8 seeds per task). ProDMP = the tasks' `prodmp_config()`.
     "metaworld": Args(
         task="metaworld", env="metaworld-reach", num_envs=2, iterations=25000, traj_downsample_factor=5,
+        buffer_warmup=True,
         lr_policy=1e-3, lr_critic=5e-5, anneal_lr_policy=False, wd_policy=1e-5, wd_critic=1e-5, epochs_policy=15,
         epochs_critic=50,
         batch_size=256, critic_update_from=1, policy_update_from=200, buffer_size=3000,
@@ -253,6 +259,12 @@ PRESETS: dict[str, Args] = {
         mean_bound=0.005, cov_bound=5e-4, trust_region_coeff=1.0, entropy_schedule="none", entropy_eq=False,
         target_entropy=0.0, temperature=0.7, old_policy_rate=0.005, eval_interval=100, num_eval_episodes=152),
 }
+# CPU scale (issue 24, docs/fidelity.md): the upstream hopper-jump preset with smaller budgets only: 4 episodes per
+# iteration (upstream 1), batch 64 (256), a 64-wide critic (128), 10 / 5 critic / policy steps (20 / 10),
+# policy updates after the same 250 episodes (iteration 63), 1,000 iterations = 1M env steps (upstream 3.75M).
+PRESETS["hopper-jump-cpu"] = dataclasses.replace(
+    PRESETS["hopper-jump"], task="hopper-jump-cpu", num_envs=4, iterations=1000, batch_size=64, n_embd=64,
+    epochs_critic=10, epochs_policy=5, policy_update_from=63, eval_interval=25, num_eval_episodes=32)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -293,6 +305,9 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
     if args.num_envs > args.buffer_size:
         fail("num_envs", f"{args.num_envs} episodes per iteration do not fit the buffer (--buffer-size "
                          f"{args.buffer_size})")
+    if args.buffer_warmup and args.num_envs * math.ceil(args.batch_size / args.num_envs) > args.buffer_size:
+        fail("buffer_warmup", f"the warm-up's {args.num_envs * math.ceil(args.batch_size / args.num_envs)} episodes "
+                              f"do not fit the buffer (--buffer-size {args.buffer_size})")
     if args.batch_size > args.buffer_size:
         fail("batch_size", f"{args.batch_size} is larger than the buffer (--buffer-size {args.buffer_size})")
     if not 1 <= args.critic_update_from <= args.iterations:
@@ -740,13 +755,17 @@ def make_train(args: Args) -> runner.Program:
     def collect(policy_params, key, num_episodes: int, deterministic: bool):
         return rollout(args, task, learner, policy_params, key, num_episodes, deterministic)
 
+    warmup = args.num_envs * math.ceil(args.batch_size / args.num_envs) if args.buffer_warmup else 0
+
     def init(key) -> TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)
-        example = buffer_lib.episode_spec(T, task.obs_size, dof, k)
-        return TrainState(policy=init_policy_state(learner, k_pol),
-                          critic=init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
-                          buffer=buffer_lib.init(args.buffer_size, example),
-                          initial_entropy=jnp.full((), jnp.nan), key=key)
+        policy = init_policy_state(learner, k_pol)
+        buffer = buffer_lib.init(args.buffer_size, buffer_lib.episode_spec(T, task.obs_size, dof, k))
+        if warmup:  # upstream collects until the buffer holds a batch, then starts iteration 1
+            episodes, _, _ = collect(policy.params, jax.random.fold_in(key, 0x3A11), warmup, deterministic=False)
+            buffer = buffer_lib.add(buffer, episodes)
+        return TrainState(policy=policy, critic=init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
+                          buffer=buffer, initial_entropy=jnp.full((), jnp.nan), key=key)
 
     def iteration(state: TrainState, it):
         """Iteration `it` (1-based, shared by all seeds so that the update gates stay real branches)."""
@@ -784,7 +803,7 @@ def make_train(args: Args) -> runner.Program:
         _, _, stats = collect(policy_params, key, args.num_eval_episodes, deterministic=True)
         return {n: jnp.mean(v) for n, v in stats.items()}
 
-    return runner.Program(init, run_chunk, evaluate, collect, task, learner)
+    return runner.Program(init, run_chunk, evaluate, collect, task, learner, warmup * task.episode_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------

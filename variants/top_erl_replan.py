@@ -35,6 +35,7 @@ docs/replanning.md; the ones visible here:
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import sys
 from typing import Literal
@@ -410,13 +411,17 @@ def make_train(args: Args) -> runner.Program:
         stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
         return rep, final, stats
 
+    warmup = args.num_envs * math.ceil(args.batch_size / args.num_envs) if args.buffer_warmup else 0
+
     def init(key) -> te.TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)
-        example = replan.replan_episode_spec(T, task.obs_size, dof, k, args.n_splits)
-        return te.TrainState(policy=te.init_policy_state(learner, k_pol),
-                             critic=te.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
-                             buffer=buffer_lib.init(args.buffer_size, example),
-                             initial_entropy=jnp.full((), jnp.nan), key=key)
+        policy = te.init_policy_state(learner, k_pol)
+        buffer = buffer_lib.init(args.buffer_size, replan.replan_episode_spec(T, task.obs_size, dof, k, args.n_splits))
+        if warmup:  # as TOP-ERL: fill the buffer with a batch of the initial policy's episodes
+            episodes, _, _ = rollout(policy.params, jax.random.fold_in(key, 0x3A11), warmup, deterministic=False)
+            buffer = buffer_lib.add(buffer, episodes)
+        return te.TrainState(policy=policy, critic=te.init_critic_state(learner, k_crit, 2 if args.double_critic else 1),
+                             buffer=buffer, initial_entropy=jnp.full((), jnp.nan), key=key)
 
     def iteration(state: te.TrainState, it):
         """Iteration `it` (1-based): rollout, buffer add, critic steps, policy steps (as TOP-ERL's)."""
@@ -454,7 +459,7 @@ def make_train(args: Args) -> runner.Program:
         _, _, stats = rollout(policy_params, key, args.num_eval_episodes, deterministic=True)
         return {n: jnp.mean(v) for n, v in stats.items()}
 
-    return runner.Program(init, run_chunk, evaluate, rollout, task, learner)
+    return runner.Program(init, run_chunk, evaluate, rollout, task, learner, warmup * task.episode_length)
 
 
 # ---------------------------------------------------------------------------------------------------------------
