@@ -64,7 +64,7 @@ def test_presets_reproduce_upstream_configs():
     # the CPU-scale hopper changes budgets only (docs/fidelity.md)
     cpu = te.PRESETS["hopper-jump-cpu"]
     budgets = {"task", "num_envs", "iterations", "batch_size", "n_embd", "epochs_critic", "epochs_policy",
-               "policy_update_from", "eval_interval", "num_eval_episodes"}
+               "traj_downsample_factor", "policy_update_from", "eval_interval", "num_eval_episodes"}
     assert {f.name for f in dataclasses.fields(te.Args) if getattr(cpu, f.name) != getattr(hop, f.name)} == budgets
     assert cpu.policy_update_from * cpu.num_envs == pytest.approx(hop.policy_update_from * hop.num_envs, abs=4)
     # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml

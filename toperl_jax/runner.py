@@ -109,7 +109,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     eval_fn = jax.jit(jax.vmap(evaluate), compiler_options=opts)
     logger = RunLogger(run_dir, args.num_seeds)
     steps_per_it = args.num_envs * task.episode_length
-    progress = Progress(args.iterations, steps_per_it)
+    progress = Progress(args.iterations, steps_per_it, initial_env_steps=program.initial_env_steps)
     num_chunks = math.ceil(args.iterations / args.eval_interval)
     learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
         if program.learner.T != task.episode_length else ""
@@ -123,7 +123,8 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     if chunk == 0:
         ev = do_eval(0)
         logger.scalars(ev, program.initial_env_steps)
-        history.append({"iteration": 0, "env_steps": program.initial_env_steps, **{n: v.tolist() for n, v in ev.items()}})
+        history.append({"iteration": 0, "env_steps": program.initial_env_steps,
+                        **{n: v.tolist() for n, v in ev.items()}})
         say(progress.line(0, _headline(ev)))
     t_start, chunks_run, warned = time.perf_counter(), 0, set()
     while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
