@@ -160,7 +160,7 @@ SUITES: dict[str, Suite] = {
                    "≈0.95 by 0.7e7"),
 }
 
-RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "--resume")
+RESERVED_FLAGS = ("--task", "--seed", "--num-seeds", "--logdir", "--run-name", "--resume", "--overwrite")
 TASK_FLAGS = ("--env",)  # set per task by a multi-task suite
 
 
@@ -355,6 +355,8 @@ def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
             resume = ckpt.has_checkpoint(run_dir)
             if resume:
                 vargs = mod.parse_args([*argv, "--resume"])
+            elif (run_dir / "args.json").exists():  # started before but never checkpointed: start it again
+                vargs = mod.parse_args([*argv, "--overwrite"])
             print(f"[reproduce] {what}: {'resuming' if resume else 'training'} in "
                   f"{run_dir}: {variant}.py {shlex.join(argv)}", flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)

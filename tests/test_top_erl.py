@@ -125,6 +125,12 @@ def test_parse_args_preset_then_overrides():
     ({"micro_batch": 7}, "--micro-batch"),
     ({"n_embd": 30}, "--n-embd"),
     ({"buffer_warmup": True, "batch_size": 64, "num_envs": 48, "buffer_size": 64}, "--buffer-warmup"),  # 96 > 64
+    ({"lr_policy": 0.0}, "--lr-policy: must be > 0"),
+    ({"lr_critic": -1e-3}, "--lr-critic: must be > 0"),
+    ({"old_policy_rate": 0.0}, "--old-policy-rate: must be in"),
+    ({"critic_tau": 1.5}, "--critic-tau: must be in"),
+    ({"cov_bound": 0.0}, "--cov-bound: must be > 0"),
+    ({"wd_critic": -1e-5}, "--wd-critic: must be ≥ 0"),
     ({"traj_downsample_factor": 3}, "--traj-downsample-factor"),  # does not divide the reacher's T = 50
     ({"traj_downsample_factor": 0}, "--traj-downsample-factor"),
     ({"traj_downsample_factor": 25, "max_num_segments": 25}, "--max-num-segments"),  # learner T = 2
@@ -148,6 +154,39 @@ def test_buffer_warmup_fills_a_batch_with_the_initial_policy():
     np.testing.assert_allclose(data.params_mean, np.asarray(mean), rtol=1e-6)  # the initial policy acted
     assert np.abs(data.actions).sum(axis=(1, 2)).min() > 0 and len({float(a) for a in data.actions[:, 5, 0]}) == 8
     assert int(jax.jit(te.make_train(TINY).init)(jax.random.PRNGKey(0)).buffer.size) == 0
+
+
+def test_existing_run_directory_is_refused(tmp_path):
+    """A new run where one exists fails before compiling, naming --resume, --run-name and --overwrite; with
+    --overwrite the old run's files (and only those) are removed first."""
+    args = dataclasses.replace(TINY, logdir=str(tmp_path), run_name="taken")
+    (tmp_path / "taken" / "seed_0").mkdir(parents=True)
+    (tmp_path / "taken" / "args.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume.*--run-name.*--overwrite"):
+        te.run(args, verbose=False)
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    (tmp_path / "taken" / "summary.json").write_text("{}")
+    runner.remove_run(tmp_path / "taken")
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["notes.txt"]
+
+
+def test_crash_leaves_the_summary_and_logs_so_far(tmp_path, monkeypatch):
+    """summary.json and the event files describe every finished chunk, also when the run dies after one."""
+    calls = []
+
+    def dying_save(mgr, step, state, meta):
+        calls.append(step)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(runner.ckpt, "save", dying_save)
+    args = dataclasses.replace(TINY, logdir=str(tmp_path), run_name="crash")
+    with pytest.raises(RuntimeError, match="killed"):
+        te.run(args, verbose=False)
+    assert calls == [1]
+    summary = json.loads((tmp_path / "crash" / "summary.json").read_text())
+    assert [h["iteration"] for h in summary["history"]] == [0, 2] and summary["iterations_done"] == 2
+    events = list((tmp_path / "crash" / "seed_0").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
 
 
 def test_nonfinite_seeds_are_reported_once():

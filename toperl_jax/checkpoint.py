@@ -13,7 +13,7 @@ import pathlib
 
 import jax
 
-RUN_ONLY_FLAGS = ("resume", "compile_cache", "video")
+RUN_ONLY_FLAGS = ("resume", "overwrite", "compile_cache", "video")
 """Flags that may change between a run and its resumption; every other flag must match the saved run."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -83,8 +84,14 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
     run_dir = args.run_dir
-    if args.resume and not ckpt.has_checkpoint(run_dir):  # before anything is created or compiled
+    # A run directory belongs to one run; decided before anything is created or compiled.
+    if args.resume and not ckpt.has_checkpoint(run_dir):
         raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+    if not args.resume and (run_dir / "args.json").exists():
+        if not getattr(args, "overwrite", False):
+            raise ValueError(f"{run_dir} already holds a run: continue it with --resume, start another with "
+                             "--run-name NAME, or replace it with --overwrite")
+        remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     args_json = ckpt.run_flags(args)
     keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
@@ -152,22 +159,44 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
             print(f"WARNING: seed {args.seed + s} has non-finite evaluation metrics at iteration {it} (diverged: its "
                   "policy parameters are NaN/inf); the other seeds go on. Last finite evaluation: see summary.json",
                   file=sys.stderr)
+        logger.flush()
+        summary = write_summary(args, run_dir, history)  # every chunk: a crash leaves the run so far
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
     logger.close()
-    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
-               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
-               "seeds": [args.seed + i for i in range(args.num_seeds)],
-               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds),
-               "history": history}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary = write_summary(args, run_dir, history)
     if chunk == num_chunks:
         say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
             f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
         if args.video and render_final is not None:
             render_final(args, program, state, run_dir, say)
     summary["state"] = state
+    return summary
+
+
+RUN_FILES = ("args.json", "summary.json", "checkpoints", "final.mp4")
+
+
+def remove_run(run_dir: pathlib.Path) -> None:
+    """Delete what `run` wrote in `run_dir` (flags, summary, checkpoints, per-seed logs, video), nothing else."""
+    for path in [run_dir / n for n in RUN_FILES] + sorted(run_dir.glob("seed_*")):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def write_summary(args, run_dir: pathlib.Path, history: list[dict]) -> dict:
+    """run_dir/summary.json from the evaluation history so far (final and best per seed), written atomically."""
+    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
+               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
+               "seeds": [args.seed + i for i in range(args.num_seeds)],
+               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds),
+               "history": history}
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(run_dir / "summary.json")
     return summary
 
 

@@ -199,6 +199,8 @@ class Args:
     """run directory name under `logdir` (default: <task>_s<seed>)"""
     resume: bool = False
     """continue the run in `logdir/run_name` from its last checkpoint (the flags must match the saved ones)"""
+    overwrite: bool = False
+    """replace a run already in `logdir/run_name` (without it, starting a new run there is refused)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables; an already configured cache dir wins)"""
     video: bool = False
@@ -304,6 +306,17 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
                  "n_head", "n_embd"):
         if getattr(args, name) < 1:
             fail(name, f"must be ≥ 1, got {getattr(args, name)}")
+    for name in ("lr_policy", "lr_critic", "mean_bound", "cov_bound"):
+        if not getattr(args, name) > 0:
+            fail(name, f"must be > 0, got {getattr(args, name)}")
+    for name in ("critic_tau", "old_policy_rate"):
+        if not 0 < getattr(args, name) <= 1:
+            fail(name, f"must be in (0, 1], got {getattr(args, name)}")
+    for name in ("wd_policy", "wd_critic", "trust_region_coeff"):
+        if not getattr(args, name) >= 0:
+            fail(name, f"must be ≥ 0, got {getattr(args, name)}")
+    if not 0 <= args.discount <= 1:
+        fail("discount", f"must be in [0, 1], got {args.discount}")
     if args.num_envs > args.buffer_size:
         fail("num_envs", f"{args.num_envs} episodes per iteration do not fit the buffer (--buffer-size "
                          f"{args.buffer_size})")
