@@ -1,4 +1,4 @@
-"""Throughput of the TOP-ERL updates (toperl_jax.updates) at the paper's shapes.
+"""Throughput of the TOP-ERL updates (variants/top_erl.py) at the paper's shapes.
 
 For each task it builds the upstream critic (E = 128, 2 layers, 8 heads, block 1024), policy, ProDMP and
 trust-region settings, fills a replay buffer with random episodes and times the jitted

@@ -1,4 +1,4 @@
-"""TOP-ERL updates (toperl_jax.updates): the packed, once-compiled critic targets / loss and policy loss against
+"""TOP-ERL updates (variants/top_erl.py): the packed, once-compiled critic targets / loss and policy loss against
 a plain per-row reference for every segment length of T = 100 and T = 250, initial-condition enforcement of
 the target actions, masks beyond the episode end, upstream's loss normalisation, gradient routing, Polyak
 updates, the coupled policy weight decay, and a small learning check.
