@@ -282,6 +282,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return tyro.cli(Args, default=PRESETS[task], args=argv)
 
 
+def warmup_episodes(args: Args) -> int:
+    """Episodes of the initial policy stored before iteration 1: ⌈batch / num_envs⌉ rollouts, or 0."""
+    return args.num_envs * math.ceil(args.batch_size / args.num_envs) if args.buffer_warmup else 0
+
+
 def check_env(args: Args) -> None:
     """Reject an unknown `--env`, or a non-Meta-World one for the `metaworld` preset, before the task is built."""
     names = envs.task_names()
@@ -320,9 +325,9 @@ def check_args(args: Args, task: envs.EpisodicTask) -> None:
     if args.num_envs > args.buffer_size:
         fail("num_envs", f"{args.num_envs} episodes per iteration do not fit the buffer (--buffer-size "
                          f"{args.buffer_size})")
-    if args.buffer_warmup and args.num_envs * math.ceil(args.batch_size / args.num_envs) > args.buffer_size:
-        fail("buffer_warmup", f"the warm-up's {args.num_envs * math.ceil(args.batch_size / args.num_envs)} episodes "
-                              f"do not fit the buffer (--buffer-size {args.buffer_size})")
+    if warmup_episodes(args) > args.buffer_size:
+        fail("buffer_warmup", f"the warm-up's {warmup_episodes(args)} episodes do not fit the buffer (--buffer-size "
+                              f"{args.buffer_size})")
     if args.batch_size > args.buffer_size:
         fail("batch_size", f"{args.batch_size} is larger than the buffer (--buffer-size {args.buffer_size})")
     if not 1 <= args.critic_update_from <= args.iterations:
@@ -770,7 +775,7 @@ def make_train(args: Args) -> runner.Program:
     def collect(policy_params, key, num_episodes: int, deterministic: bool):
         return rollout(args, task, learner, policy_params, key, num_episodes, deterministic)
 
-    warmup = args.num_envs * math.ceil(args.batch_size / args.num_envs) if args.buffer_warmup else 0
+    warmup = warmup_episodes(args)
 
     def init(key) -> TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)

@@ -35,7 +35,6 @@ docs/replanning.md; the ones visible here:
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 import sys
 from typing import Literal
@@ -50,7 +49,7 @@ from toperl_jax import buffer as buffer_lib
 from toperl_jax import chunks, envs, gaussian, replan, runner
 from toperl_jax import critic as critic_lib
 from toperl_jax import segments as seg_lib
-from variants import top_erl as te  # TODO(issue 26): a self-contained fork
+from variants import top_erl as te  # flags, presets, Learner, states: shared with TOP-ERL (issue 26 makes this a fork)
 
 
 sg = lax.stop_gradient
@@ -411,7 +410,7 @@ def make_train(args: Args) -> runner.Program:
         stats = {"return": jnp.sum(ro.rewards, axis=-1), **ro.final_metrics}
         return rep, final, stats
 
-    warmup = args.num_envs * math.ceil(args.batch_size / args.num_envs) if args.buffer_warmup else 0
+    warmup = te.warmup_episodes(args)
 
     def init(key) -> te.TrainState:
         k_pol, k_crit, key = jax.random.split(key, 3)
