@@ -189,13 +189,6 @@ def test_crash_leaves_the_summary_and_logs_so_far(tmp_path, monkeypatch):
     assert events and events[0].stat().st_size > 0
 
 
-def test_nonfinite_seeds_are_reported_once():
-    ev = {"eval/return": np.array([1.0, np.nan, 2.0]), "eval/distance": np.array([0.1, 0.2, np.inf])}
-    assert runner.nonfinite_seeds(ev) == [1, 2]
-    assert runner.nonfinite_seeds(ev, {1}) == [2]
-    assert runner.nonfinite_seeds({"eval/return": np.array([1.0, 2.0])}) == []
-
-
 def test_run_writes_logs_summary_and_checkpoint(uninterrupted):
     run_dir = pathlib.Path(uninterrupted["run_dir"])
     assert (run_dir / "summary.json").is_file() and (run_dir / "args.json").is_file()

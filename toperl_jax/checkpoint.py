@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
+import time
 
 import jax
 
@@ -75,12 +77,29 @@ def save(mgr, step: int, state, meta: dict) -> None:
     mgr.wait_until_finished()
 
 
-def restore(mgr, state_like):
-    """The latest checkpoint as (state with the structure, shapes and dtypes of `state_like` — arrays or
-    `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , meta dict)."""
+def restore(mgr, state_like, say=print):
+    """The newest intact checkpoint as (state with the structure, shapes and dtypes of `state_like` — arrays or
+    `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , meta dict, step). A newer step that fails to load
+    (truncated, incomplete, unreadable) is named through `say` and moved to `checkpoints_skipped/<step>` beside
+    the checkpoints, so that later saves of that step are not refused; `ValueError` if none loads."""
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state_like)
-    out = mgr.restore(mgr.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                 meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
+    root = pathlib.Path(mgr.directory)
+    errors = []
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                            meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 — any failure to read a step means: try the one before
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            errors.append(f"step {step}: {type(e).__name__}: {first_line}")
+            skipped = root.parent / "checkpoints_skipped"
+            skipped.mkdir(exist_ok=True)
+            shutil.move(str(root / str(step)), str(skipped / f"{step}.{int(time.time())}"))
+            say(f"checkpoint {step} in {root} could not be read ({type(e).__name__}: {first_line}); moved it to "
+                f"{skipped} and trying the one before")
+            mgr.reload()
+            continue
+        return out["state"], out["meta"], step
+    raise ValueError(f"--resume: no checkpoint in {root} could be read ({'; '.join(errors) or 'none found'})")

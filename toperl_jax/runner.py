@@ -14,6 +14,7 @@ import pathlib
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,18 +56,45 @@ def run_if(pred, fn: Callable, *operands):
     return lax.cond(pred, f32, lambda *a: (a[0], nan_like(f32, *a)), *operands)
 
 
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point leaf of `tree` is finite (a scalar bool; integer leaves such as keys and
+    counters are not checked)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def guarded(run_chunk: Callable) -> Callable:
+    """`run_chunk` that stops a diverged seed: (state, first_it, stopped) → (state, metrics, ok). Where the new
+    state has a non-finite leaf (parameters, optimiser moments, buffer), or the seed was `stopped` before, the
+    state before the chunk is kept and `ok` is False."""
+
+    def chunk(state, first_it, stopped):
+        new, metrics = run_chunk(state, first_it)
+        ok = ~stopped & all_finite(new)
+        return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state), metrics, ok
+
+    return chunk
+
+
 def _to_host(tree) -> dict[str, np.ndarray]:
     return {n: np.asarray(v, np.float64) for n, v in tree.items()}
 
 
-def _per_seed_summary(history: list[dict], num_seeds: int) -> list[dict]:
-    """Final and best evaluation metrics per seed (best = highest success if the task has it, else return)."""
+def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, list[int]]) -> list[dict]:
+    """Final and best evaluation metrics per seed (best = highest success if the task has it, else return); a
+    diverged seed's are its last finite ones (its later entries in `history` are null)."""
     key = "eval/is_success" if "eval/is_success" in history[-1] else "eval/return"
     out = []
     for s in range(num_seeds):
         rows = [{n: v[s] if isinstance(v, list) else v for n, v in h.items()} for h in history]
+        rows = [r for r in rows if r[key] is not None]
         best = max(rows, key=lambda r: r[key])
         out.append({"seed_index": s, "final": rows[-1], "best": best, "best_by": key})
+        if s in diverged:
+            first, last = diverged[s]
+            out[-1]["diverged"] = (f"diverged at iteration {last} (non-finite state after iterations {first}–{last}); "
+                                   f"stopped there with its state and evaluation of iteration {first - 1}")
+            out[-1]["diverged_at_iteration"] = last
     return out
 
 
@@ -102,17 +130,19 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     else:
         state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
     mgr = ckpt.manager(run_dir) if args.checkpoint_interval or args.resume else None
-    chunk, history, wall_before = 0, [], 0.0
+    chunk, history, wall_before, diverged = 0, [], 0.0, {}
     if args.resume:
         # a flag added since the run was saved counts as saved with its default
         ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
-        state, meta = ckpt.restore(mgr, state)
+        state, meta, _ = ckpt.restore(mgr, state, say=lambda m: print(m, file=sys.stderr))
         chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
+        diverged = {int(i): v for i, v in meta.get("diverged", {}).items()}
         say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
     else:
         (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
 
-    chunk_fn = jax.jit(jax.vmap(run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
+    chunk_fn = jax.jit(jax.vmap(guarded(run_chunk), in_axes=(0, None, 0)), donate_argnums=0,
+                       compiler_options=opts)
     eval_fn = jax.jit(jax.vmap(evaluate), compiler_options=opts)
     logger = RunLogger(run_dir, args.num_seeds)
     steps_per_it = args.num_envs * task.episode_length
@@ -133,40 +163,47 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         history.append({"iteration": 0, "env_steps": program.initial_env_steps,
                         **{n: v.tolist() for n, v in ev.items()}})
         say(progress.line(0, _headline(ev)))
-    t_start, chunks_run, warned = time.perf_counter(), 0, set()
-    while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks):
+    t_start, chunks_run = time.perf_counter(), 0
+    stopped = np.isin(np.arange(args.num_seeds), list(diverged))
+    while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks) and not stopped.all():
         first_it = chunk * args.eval_interval + 1
         if chunks_run == 0:
             say(f"compiling and running iterations {first_it}…{min(first_it + args.eval_interval - 1, args.iterations)}"
                 " (the first chunk includes compilation)")
-        state, metrics = chunk_fn(state, jnp.int32(first_it))
+        state, metrics, ok = chunk_fn(state, jnp.int32(first_it), jnp.asarray(stopped))
         chunk, chunks_run = chunk + 1, chunks_run + 1
         it = min(chunk * args.eval_interval, args.iterations)
-        with np.errstate(all="ignore"):  # all-NaN means: that update has not started yet
-            train = {n: np.nanmean(np.asarray(v, np.float64), axis=1) for n, v in metrics.items()}
-        ev = do_eval(it)
+        for s in np.flatnonzero(~np.asarray(ok) & ~stopped):
+            diverged[int(s)] = [first_it, it]
+            print(f"WARNING: seed {args.seed + s} diverged (a non-finite parameter or optimiser state after "
+                  f"iterations {first_it}–{it}): stopped with its state of iteration {first_it - 1}"
+                  + (", the other seeds go on" if not stopped.all() and args.num_seeds > 1 else ""), file=sys.stderr)
+        stopped = np.isin(np.arange(args.num_seeds), list(diverged))
+        with np.errstate(all="ignore"), warnings.catch_warnings():  # all-NaN: that update has not started yet
+            warnings.simplefilter("ignore", RuntimeWarning)
+            train = {n: np.where(stopped, np.nan, np.nanmean(np.asarray(v, np.float64), axis=1))
+                     for n, v in metrics.items()}
+        ev = {n: np.where(stopped, np.nan, v) for n, v in do_eval(it).items()}
         wall = wall_before + time.perf_counter() - t_start
         env_steps = program.initial_env_steps + it * steps_per_it
         logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
                         "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
         history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,
-                        **{n: v.tolist() for n, v in ev.items()}})
+                        **{n: [None if d else x for x, d in zip(v.tolist(), stopped)] for n, v in ev.items()}})
         if chunks_run == 1:
             progress.start(it)
         say(progress.line(it, _headline(ev, train)))
-        for s in nonfinite_seeds(ev, warned):
-            warned.add(s)
-            print(f"WARNING: seed {args.seed + s} has non-finite evaluation metrics at iteration {it} (diverged: its "
-                  "policy parameters are NaN/inf); the other seeds go on. Last finite evaluation: see summary.json",
-                  file=sys.stderr)
         logger.flush()
-        summary = write_summary(args, run_dir, history)  # every chunk: a crash leaves the run so far
-        if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0
+        summary = write_summary(args, run_dir, history, diverged)  # every chunk: a crash leaves the run so far
+        if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0 or stopped.all()
                                                              or chunk == num_chunks or chunks_run == max_chunks):
-            ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall})
+            ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall,
+                                          "diverged": {str(i): v for i, v in diverged.items()}})
     logger.close()
-    summary = write_summary(args, run_dir, history)
-    if chunk == num_chunks:
+    summary = write_summary(args, run_dir, history, diverged)
+    if stopped.all():
+        say(f"stopped: every seed diverged; the last finite evaluations are in {run_dir / 'summary.json'}")
+    elif chunk == num_chunks:
         say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
             f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
         if args.video and render_final is not None:
@@ -175,7 +212,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     return summary
 
 
-RUN_FILES = ("args.json", "summary.json", "checkpoints", "final.mp4")
+RUN_FILES = ("args.json", "summary.json", "checkpoints", "checkpoints_skipped", "final.mp4")
 
 
 def remove_run(run_dir: pathlib.Path) -> None:
@@ -187,12 +224,13 @@ def remove_run(run_dir: pathlib.Path) -> None:
             path.unlink()
 
 
-def write_summary(args, run_dir: pathlib.Path, history: list[dict]) -> dict:
-    """run_dir/summary.json from the evaluation history so far (final and best per seed), written atomically."""
+def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]]) -> dict:
+    """run_dir/summary.json from the evaluation history so far (final and best per seed; `diverged`: seed index →
+    [first, last] iteration of the chunk after which its state was non-finite), written atomically."""
     summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
                "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
                "seeds": [args.seed + i for i in range(args.num_seeds)],
-               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds),
+               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds, diverged),
                "history": history}
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
@@ -200,21 +238,21 @@ def write_summary(args, run_dir: pathlib.Path, history: list[dict]) -> dict:
     return summary
 
 
-def nonfinite_seeds(ev: dict[str, np.ndarray], already: set[int] = frozenset()) -> list[int]:
-    """Seed indices whose evaluation metrics (`{name: [num_seeds]}`) contain NaN/inf, minus `already`."""
-    bad = ~np.all([np.isfinite(np.asarray(v, np.float64)) for v in ev.values()], axis=0)
-    return [int(i) for i in np.flatnonzero(bad) if int(i) not in already]
-
-
 def _headline(ev: dict, train: dict | None = None) -> dict[str, float]:
-    """A few numbers for the progress line (seed mean)."""
+    """A few numbers for the progress line (mean over the seeds still running)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # every seed stopped: the mean is NaN
+        return _seed_means(ev, train)
+
+
+def _seed_means(ev: dict, train: dict | None) -> dict[str, float]:
     out = {}
     for name in ("eval/is_success", "eval/max_height", "eval/return"):
         if name in ev:
-            out[name.split("/")[1].replace("is_", "")] = float(np.mean(ev[name]))
+            out[name.split("/")[1].replace("is_", "")] = float(np.nanmean(ev[name]))
     if train:
         for name in ("critic/critic_loss", "policy/entropy"):
             v = train.get(name)
-            if v is not None and np.isfinite(v).all():
-                out[name.split("/")[1]] = float(np.mean(v))
+            if v is not None and np.isfinite(v).any():
+                out[name.split("/")[1]] = float(np.nanmean(v))
     return out

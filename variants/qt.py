@@ -703,7 +703,8 @@ def _seed_keys(args: Args):
 def _restore(prog: Program, run_dir: pathlib.Path, args: Args, keys, what: str):
     """(manager, state, meta) of the run's last checkpoint, checked against `--steps-per-iter`."""
     mgr = ckpt.manager(run_dir)
-    state, meta = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys))
+    state, meta, _ = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys),
+                                  say=lambda m: print(m, file=sys.stderr))
     it = meta["iteration"]
     if int(state.step[0]) != it * args.steps_per_iter:
         raise ValueError(f"{what}: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
