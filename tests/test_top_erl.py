@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from toperl_jax import runner
+from toperl_jax import flags, runner
 from variants import top_erl as te
 
 # A tiny configuration: every part of an iteration runs (critic from iteration 1, policy from 2), 2 chunks.
@@ -95,7 +95,7 @@ def test_metaworld_preset_learner_matches_the_task():
 
     args = te.PRESETS["metaworld"]
     task = envs.make(args.env)
-    te.check_args(args, task)
+    flags.check_args(args, task)
     learner = te.make_learner(args, task)
     assert learner.mp == task.prodmp_config()
     assert (task.episode_length, learner.T) == (500, 100)

@@ -1,52 +1,18 @@
-"""Replanning's machinery: split schedules, owner indices, boundary conditions, the replanning rollout and the
-completion of segment rows across splits (spec: replanning.md). The split-aware targets, losses and updates
-are the variant's (`variants/top_erl_replan.py`).
+"""Replanning's machinery (spec: replanning.md): split schedules, owner indices, the replanning rollout and its
+stored boundary conditions, and the completion of segment rows across splits. The split-aware targets, losses
+and updates are the variant's (`variants/top_erl_replan.py`); design notes and the deviations from upstream
+(spec bugs): docs/replanning.md.
 
-An episode of T steps is cut into N *splits* with starts σ_0 = 0 < σ_1 < … < σ_{N−1} < T. At σ_j the policy
-reads the current observation d_j = s_{σ_j} (time feature included), draws ProDMP weights w_j and the ProDMP
-is decoded at the absolute action times t_k = (k + 1)·dt from the boundary condition (σ_j·dt, q_j, q̇_j): the
-*desired* pos/vel of the last executed step (the measured robot state for j = 0). The plan of split j runs
-the steps owner(k) = j, owner(k) = max{j : σ_j ≤ k}. Because the new plan starts exactly from where the old
-one was at σ_j·dt, desired position and velocity are continuous across split boundaries.
+An episode of T steps is cut into N splits with starts σ_0 = 0 < σ_1 < … < σ_{N−1} < T (`[N]` int32; N static,
+σ may be traced); owner(k) = max{j : σ_j ≤ k} is the split that executes step k. At σ_j the policy reads
+d_j = s_{σ_j} and the ProDMP of its weights is decoded at the absolute times t_k = (k + 1)·dt from the boundary
+condition (σ_j·dt, q_j, q̇_j), the desired pos/vel of the last executed step, so that the desired trajectory is
+continuous across splits.
 
-## Static shapes
-- Split starts are an `[N]` int32 array, owner indices `[T]`; N is static, σ may be traced (random splits).
-- `rollout` runs one `lax.scan` over the T steps of a batch of episodes; at a split start a `lax.cond` (real
-  branch: the schedule is shared by the batch) queries the policy and decodes the new plan over the whole
-  horizon `[n, T, 2·dof]`; step k executes entry k of the current plan. So one compiled program serves every
-  schedule, and for N = 1 the rollout is the plain TOP-ERL rollout.
-- In the updates every (trajectory, row, split) gets its own weight sample θ_{b,r,j} = μ̃(d_{b,j}) +
-  L̃ ξ_{b,r,j}; each token of the packed layout (`segments`) picks its plan index and initial condition
-  and is decoded on its own (`complete_rows`).
-
-## Segment completion (spec §2) for a row of action indices [c, c + ℓ)
-j0 = owner(c), the plan that owns the row's first action; x⁰ = ProDMP(θ_{j0}) from the row's initial
-condition. `overconfident`: x⁰ on the whole row. `truncated`: x⁰ on the actions with owner = j0, zero actions
-elsewhere, and only those tokens count (Q sum of the policy loss, Q-token loss and V-target read-out of the
-critic). `continuing`: the actions owned by j > j0 come from θ_j decoded from (σ_j·dt, composite pos/vel at
-σ_j − 1), i.e. the composite is continuous where the plans hand over.
-
-Row initial condition (`init`): `"segment"` = the buffered desired pos/vel at the row start,
-(t_c − dt, q̂_c, q̂̇_c) — TOP-ERL's initial-condition enforcement, and upstream's "buffer-based" policy init;
-`"split"` = the boundary condition the plan j0 was executed from, (σ_{j0}·dt, q_{j0}, q̇_{j0}) — for N = 1
-this is the episode start, i.e. TOP-ERL's policy loss.
-
-## Deviations from upstream (rw-ml/Replanning_TOP_ERL), each on purpose
-- j0 = owner(c) (upstream: owner(c − 1) from the init time; spec bug 2). The `rel_shift_time`/`shift`
-  workarounds are therefore not needed and do not exist here.
-- Row initial condition at the row's own start c (upstream default: the last column of the previous row,
-  wrong for overlapping or non-contiguous rows; bug 3). Its time is t_c − dt, consistent with q̂_c.
-- `continuing` chains from the composite at σ_j − 1, which always exists because j0 = owner(c) (upstream
-  starts from q = q̇ = 0 when the prefix is empty; bug 4); no wrap-around to plan 0.
-- `truncated` V target = Q̄ read at the last action owned by j0, not at the end of a row padded with zero
-  actions (bug 5).
-- No empty splits: every strategy yields N non-empty splits (`random` draws N − 1 distinct boundaries with a
-  minimum length), so no dummy plan owns the last action (bug 8). Split starts are stored per episode `[N]`
-  (bug 9). The relative-goal fix re-anchors the goal of plan j from its own split start q_j to the decoding
-  initial condition, in the policy and the critic alike (bug 7). Options with config-typo or dict-mutation
-  bugs upstream (bugs 1, 12: `enforce_no_overlap`, `include_0`, `segments_equal_splits`) are not offered.
-- The policy loss uses TOP-ERL's random segments (upstream "route A"); the per-split "route B" and the
-  decision-state critic token are not implemented.
+Segment completion (spec §2) of a row of actions [c, c + ℓ): j0 = owner(c) from the row's initial condition
+(`init`: "segment" = the buffered desired pos/vel at c, time t_c − dt; "split" = the boundary condition of
+j0). `overconfident`: plan j0 on the whole row; `truncated`: plan j0 on the actions it owns, zero elsewhere,
+only those tokens count; `continuing`: plan j > j0 takes over at σ_j from the composite's pos/vel at σ_j − 1.
 """
 
 from __future__ import annotations

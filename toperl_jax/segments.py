@@ -210,6 +210,15 @@ def sample_segmentation(key: jax.Array, T: int, max_num_segments: int = MAX_NUM_
     return make_segmentation(length, offset, T, max_num_segments, extra_row)
 
 
+def draw_segmentation(key: jax.Array, T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: bool = False,
+                      fixed_length: int | None = None) -> Segmentation:
+    """`sample_segmentation`, or the fixed-length ablation: `fixed_length` (one of T // n) with a random offset."""
+    if fixed_length is None:
+        return sample_segmentation(key, T, max_num_segments, extra_row)
+    offset = jax.random.randint(key, (), 0, fixed_length, dtype=jnp.int32) if T // fixed_length > 1 else 0
+    return make_segmentation(fixed_length, offset, T, max_num_segments, extra_row)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Packed layout
 # --------------------------------------------------------------------------------------------------------
