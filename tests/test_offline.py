@@ -145,6 +145,26 @@ def test_d4rl_malformed_files_are_rejected(tmp_path, defect, words):
     assert "bad.hdf5" in str(e.value)
 
 
+@pytest.mark.parametrize("name, value", [("terminals", 2.5), ("timeouts", -1.0)])
+def test_non_boolean_flags_are_rejected(tmp_path, name, value):
+    cols = _flat(_episodes(np.random.default_rng(6), [4, 4]))
+    cols[name] = cols[name].astype(np.float32)
+    cols[name][3] = value
+    _write_d4rl(tmp_path / "flags.hdf5", cols)
+    with pytest.raises(offline.DatasetError, match=rf"flags.hdf5: {name} must be boolean \(0 or 1\), got "
+                                                   rf"{value} at step 3"):
+        offline.load_dataset(tmp_path / "flags.hdf5")
+
+
+def test_a_file_that_is_not_hdf5_is_named(tmp_path):
+    (tmp_path / "notes.hdf5").write_text("not a dataset")
+    with pytest.raises(offline.DatasetError, match=r"notes.hdf5: not a readable HDF5 file"):
+        offline.load_dataset(tmp_path / "notes.hdf5")
+    (tmp_path / "empty.hdf5").write_bytes(b"")
+    with pytest.raises(offline.DatasetError, match=r"empty.hdf5: not a readable HDF5 file"):
+        offline.load_dataset(tmp_path / "empty.hdf5")
+
+
 def test_minari_malformed_files_are_rejected(tmp_path):
     rng = np.random.default_rng(5)
     eps = _episodes(rng, [3, 4])

@@ -5,6 +5,8 @@ import dataclasses
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,18 +14,19 @@ import numpy as np
 import pytest
 
 from toperl_jax import offline
+from toperl_jax.cli import UsageError
 
 from variants import qt
 
 
-def _reacher_like_dataset(path, n_eps=6, T=50, seed=0):
+def _reacher_like_dataset(path, n_eps=6, T=50, seed=0, action_scale=1.0):
     """A random dataset with the reacher's shapes (obs 9, act 2), written in the D4RL layout."""
     rng = np.random.default_rng(seed)
     N = n_eps * T
     timeouts = np.zeros(N, bool)
     timeouts[T - 1::T] = True
     ds = offline.TrajectoryDataset(
-        observations=rng.normal(size=(N, 9)), actions=rng.uniform(-1, 1, size=(N, 2)),
+        observations=rng.normal(size=(N, 9)), actions=action_scale * rng.uniform(-1, 1, size=(N, 2)),
         rewards=rng.normal(-0.1, 0.1, size=N), terminals=np.zeros(N, bool), timeouts=timeouts,
         metadata={"env": "reacher", "scale": 10.0, "env_targets": [5.0, 0.0], "ref_min_score": -8.0,
                   "ref_max_score": 10.0, "time_in_observation": True})
@@ -156,6 +159,11 @@ def test_ema_and_cosine_schedules(tiny):
 @pytest.mark.parametrize("flags, flag", [
     (["--n-embd", "15", "--n-head", "2"], "--n-embd"),
     (["--eta", "-1"], "--eta"),
+    (["--lr", "0"], "--lr: must be > 0"),
+    (["--lr-critic", "-3e-4"], "--lr-critic: must be > 0"),
+    (["--tau", "1.5"], "--tau: must be in"),
+    (["--ema-decay", "1"], "--ema-decay: must be in"),
+    (["--weight-decay", "-1e-4"], "--weight-decay: must be ≥ 0"),
     (["--context-len", "0"], "--context-len"),
     (["--dataset", "/nonexistent/x.hdf5"], "--dataset"),
     (["--eval-seed", "3"], "--eval-seed: only used with --evaluate-only"),
@@ -165,6 +173,29 @@ def test_bad_flags_name_the_flag(tiny, flags, flag):
     args = qt.parse_args(["--preset", "tiny", "--dataset", tiny.dataset, *flags])
     with pytest.raises(ValueError, match=flag):
         qt.check_args(args)
+
+
+def test_actions_outside_the_tanh_range_are_refused(tiny, tmp_path):
+    path = _reacher_like_dataset(tmp_path / "loud-v0.hdf5", action_scale=50.0)
+    with pytest.raises(UsageError, match=r"--dataset: actions must lie in \[-1, 1\].*got \|a\| = 4\d\.\d+ at step"):
+        qt.make_train(dataclasses.replace(tiny, dataset=str(path)))
+
+
+@pytest.mark.parametrize("content, words", [
+    ("not a dataset", "notes.hdf5: not a readable HDF5 file"),
+    (None, "--lr: must be > 0"),
+])
+def test_user_mistakes_print_one_line(tiny, tmp_path, content, words):
+    """From the command line a bad flag or file is one line on stderr and exit status 2, no traceback."""
+    dataset = tmp_path / "notes.hdf5"
+    if content is not None:
+        dataset.write_text(content)
+    flags = ["--dataset", str(dataset)] if content is not None else ["--dataset", tiny.dataset, "--lr", "0"]
+    out = subprocess.run([sys.executable, "variants/qt.py", "--preset", "tiny", "--logdir", str(tmp_path), *flags],
+                         capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], timeout=300)
+    lines = [ln for ln in out.stderr.splitlines() if "warp" not in ln]  # mujoco's import notes
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --") and words in lines[0], \
+        out.stderr
 
 
 def test_eta0_is_plain_dt(tiny):

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -140,6 +142,14 @@ def test_parse_args_preset_then_overrides():
 def test_bad_flags_fail_before_compiling(change, flag):
     with pytest.raises(ValueError, match=flag):
         te.make_train(dataclasses.replace(te.Args(), **change))
+
+
+def test_a_bad_flag_prints_one_line(tmp_path):
+    """From the command line a user's mistake is one line on stderr and exit status 2, no traceback."""
+    out = subprocess.run([sys.executable, "variants/top_erl.py", "--lr-policy", "0", "--logdir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=pathlib.Path(__file__).parents[1], timeout=300)
+    lines = [ln for ln in out.stderr.splitlines() if "warp" not in ln]  # mujoco's import notes
+    assert out.returncode == 2 and lines == ["error: --lr-policy: must be > 0, got 0.0"], out.stderr
 
 
 def test_buffer_warmup_fills_a_batch_with_the_initial_policy():

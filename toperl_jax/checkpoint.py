@@ -15,6 +15,8 @@ import time
 
 import jax
 
+from toperl_jax.cli import UsageError
+
 RUN_ONLY_FLAGS = ("resume", "overwrite", "compile_cache", "video")
 """Flags that may change between a run and its resumption; every other flag must match the saved run."""
 
@@ -50,7 +52,7 @@ def check_same_flags(saved: dict, flags: dict, what: str = "--resume") -> None:
     the saved run's."""
     diff = flag_diff(saved, flags)
     if diff:
-        raise ValueError(f"{what}: flags differ from the saved run (flag: saved vs now): "
+        raise UsageError(f"{what}: flags differ from the saved run (flag: saved vs now): "
                          + ", ".join(f"--{n.replace('_', '-')}: {a} vs {b}" for n, (a, b) in diff.items()))
 
 
@@ -102,4 +104,4 @@ def restore(mgr, state_like, say=print):
             mgr.reload()
             continue
         return out["state"], out["meta"], step
-    raise ValueError(f"--resume: no checkpoint in {root} could be read ({'; '.join(errors) or 'none found'})")
+    raise UsageError(f"--resume: no checkpoint in {root} could be read ({'; '.join(errors) or 'none found'})")

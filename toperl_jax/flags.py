@@ -22,6 +22,7 @@ import tyro
 
 from toperl_jax import envs
 from toperl_jax import segments as seg_lib
+from toperl_jax.cli import UsageError
 from toperl_jax.critic import TransformerCritic
 from toperl_jax.mp import ProDMPConfig
 from toperl_jax.policy import GaussianPolicy
@@ -275,10 +276,10 @@ def check_env(args: Flags) -> None:
     names = envs.task_names()
     metaworld = [n for n in names if n.startswith("metaworld-")]
     if args.env not in names:
-        raise ValueError(f"--env: unknown task {args.env!r}; accepted: {', '.join(names)}"
+        raise UsageError(f"--env: unknown task {args.env!r}; accepted: {', '.join(names)}"
                          + (" (the metaworld preset takes the metaworld-* ones)" if args.task == "metaworld" else ""))
     if args.task == "metaworld" and args.env not in metaworld:
-        raise ValueError(f"--env: the metaworld preset needs a Meta-World task, got {args.env!r}; choose one of "
+        raise UsageError(f"--env: the metaworld preset needs a Meta-World task, got {args.env!r}; choose one of "
                          f"{', '.join(metaworld)}")
 
 
@@ -287,7 +288,7 @@ def check_args(args: Flags, task: envs.EpisodicTask) -> None:
     checked by `ProDMPConfig` itself, its error renamed to the flag."""
 
     def fail(flag, msg):
-        raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+        raise UsageError(f"--{flag.replace('_', '-')}: {msg}")
 
     for name in ("iterations", "num_envs", "num_seeds", "epochs_policy", "epochs_critic", "batch_size",
                  "buffer_size", "eval_interval", "num_eval_episodes", "max_num_segments", "n_layer", "n_head",

@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 from toperl_jax import checkpoint as ckpt
+from toperl_jax.cli import UsageError
 from toperl_jax.envs import EpisodicTask
 from toperl_jax.logger import Progress, RunLogger, git_commit
 
@@ -114,10 +115,10 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     run_dir = args.run_dir
     # A run directory belongs to one run; decided before anything is created or compiled.
     if args.resume and not ckpt.has_checkpoint(run_dir):
-        raise ValueError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
+        raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     if not args.resume and (run_dir / "args.json").exists():
         if not getattr(args, "overwrite", False):
-            raise ValueError(f"{run_dir} already holds a run: continue it with --resume, start another with "
+            raise UsageError(f"{run_dir} already holds a run: continue it with --resume, start another with "
                              "--run-name NAME, or replace it with --overwrite")
         remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

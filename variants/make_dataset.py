@@ -52,7 +52,7 @@ import tyro
 
 from variants import top_erl  # the behaviour agent's trainer
 
-from toperl_jax import gaussian
+from toperl_jax import cli, gaussian
 from toperl_jax.mp import prodmp_trajectory
 from toperl_jax.offline import actions as offline_actions
 from toperl_jax.offline import recipes
@@ -223,4 +223,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli.main(lambda: main(tyro.cli(Args)))

@@ -242,4 +242,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli.main(lambda: main(tyro.cli(Args)))

@@ -78,7 +78,8 @@ from flax import struct
 from jax import lax
 
 from toperl_jax import checkpoint as ckpt
-from toperl_jax import envs, offline
+from toperl_jax import cli, envs, offline
+from toperl_jax.cli import UsageError
 from toperl_jax.logger import Progress, RunLogger
 from toperl_jax.offline.evaluation import EvalEnv, make_eval_env
 from toperl_jax.offline.windows import Window, WindowData, prepare_windows, sample_windows
@@ -247,7 +248,7 @@ def check_args(args: Args) -> None:
     """Reject bad flags before loading data or compiling, naming the flag."""
 
     def fail(flag, msg):
-        raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+        raise UsageError(f"--{flag.replace('_', '-')}: {msg}")
 
     for name in ("iterations", "steps_per_iter", "batch_size", "context_len", "n_embd", "n_layer", "n_head",
                  "max_ep_len", "critic_hidden", "critic_depth", "num_candidates", "eval_every",
@@ -256,8 +257,16 @@ def check_args(args: Args) -> None:
             fail(name, f"must be ≥ 1, got {getattr(args, name)}")
     if args.n_embd % args.n_head:
         fail("n_embd", f"must be divisible by --n-head={args.n_head}, got {args.n_embd}")
-    if args.eta < 0:
-        fail("eta", f"must be ≥ 0, got {args.eta}")
+    for name in ("lr", "lr_critic", "grad_norm"):
+        if not getattr(args, name) > 0:
+            fail(name, f"must be > 0, got {getattr(args, name)}")
+    if not 0.0 < args.tau <= 1.0:
+        fail("tau", f"must be in (0, 1], got {args.tau}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        fail("ema_decay", f"must be in [0, 1) (1 would freeze the EMA actor), got {args.ema_decay}")
+    for name in ("eta", "eta2", "state_loss_coef", "weight_decay", "candidate_noise", "ema_start"):
+        if getattr(args, name) < 0:
+            fail(name, f"must be ≥ 0, got {getattr(args, name)}")
     if not 0.0 <= args.dropout < 1.0:
         fail("dropout", f"must be in [0, 1), got {args.dropout}")
     if not 0.0 < args.discount <= 1.0:
@@ -469,16 +478,19 @@ def select_candidate(q, key, mode: str):
 
 def resolve_dataset(args: Args):
     """Load the dataset and resolve env, scale, targets, references from flags or its metadata."""
-    ds = offline.load_dataset(pathlib.Path(args.dataset).expanduser())
+    try:
+        ds = offline.load_dataset(pathlib.Path(args.dataset).expanduser())
+    except (offline.DatasetError, OSError) as e:  # a malformed, unreadable or non-HDF5 file
+        raise UsageError(f"--dataset: {e}") from None
     meta = ds.metadata
     env = args.env or meta.get("env")
     if env is None:
-        raise ValueError(f"--env: the dataset {args.dataset} has no `env` attribute; name the evaluation env "
+        raise UsageError(f"--env: the dataset {args.dataset} has no `env` attribute; name the evaluation env "
                          f"({', '.join(envs.task_names())}, brax-hopper, brax-walker2d, brax-halfcheetah)")
     scale = float(args.scale or meta.get("scale", 1000.0))
     targets = tuple(float(t) for t in (args.env_targets or meta.get("env_targets") or ()))
     if not targets:
-        raise ValueError(f"--env-targets: the dataset {args.dataset} has no `env_targets`; give them")
+        raise UsageError(f"--env-targets: the dataset {args.dataset} has no `env_targets`; give them")
     boot = args.bootstrap_timeouts
     if boot is None:
         boot = not bool(meta.get("time_in_observation", False))
@@ -493,12 +505,17 @@ def make_train(args: Args) -> Program:
     try:
         env = make_eval_env(info["env"])
     except ValueError as e:
-        raise ValueError(f"--env: {e}") from None
+        raise UsageError(f"--env: {e}") from None
     if ds.obs_dim != env.obs_size or ds.act_dim != env.action_size:
-        raise ValueError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the env {env.name} "
+        raise UsageError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the env {env.name} "
                          f"({env.obs_size}/{env.action_size})")
+    worst = int(np.argmax(np.abs(ds.actions).max(axis=1)))
+    if np.abs(ds.actions[worst]).max() > 1.0 + 1e-6:
+        raise UsageError(f"--dataset: actions must lie in [-1, 1] (the range of QT's tanh action head and of the "
+                         f"envs' controls), got |a| = {np.abs(ds.actions[worst]).max():.4g} at step {worst} of "
+                         f"{args.dataset}")
     if env.episode_length > args.max_ep_len:
-        raise ValueError(f"--max-ep-len: must be ≥ the env's {env.episode_length} steps, got {args.max_ep_len}")
+        raise UsageError(f"--max-ep-len: must be ≥ the env's {env.episode_length} steps, got {args.max_ep_len}")
     data, mean, std = prepare_windows(ds, info["scale"], args.max_ep_len, info["bootstrap_timeouts"])
     info.update(state_mean=mean.tolist(), state_std=std.tolist(), dataset_summary=ds.summary())
     S, A, K = ds.obs_dim, ds.act_dim, args.context_len
@@ -677,9 +694,9 @@ def _check_saved_run(run_dir: pathlib.Path, flags: dict, what: str) -> dict:
     (--resume, --evaluate-only) starts the message. Returns the saved args.json (flags added since the run count as
     saved with their defaults)."""
     if not ckpt.has_checkpoint(run_dir):
-        raise ValueError(f"{what}: no checkpoint in {run_dir / 'checkpoints'}")
+        raise UsageError(f"{what}: no checkpoint in {run_dir / 'checkpoints'}")
     if not (run_dir / "args.json").is_file():
-        raise ValueError(f"{what}: {run_dir} has checkpoints but no args.json (not a run directory of "
+        raise UsageError(f"{what}: {run_dir} has checkpoints but no args.json (not a run directory of "
                          "variants/qt.py?)")
     saved = ckpt.saved_args(run_dir / "args.json", Args)
     ckpt.check_same_flags(saved, flags, what)
@@ -690,7 +707,7 @@ def _check_same_data(saved: dict, resolved: dict, dataset: str, what: str) -> No
     if saved.get("resolved") != resolved:
         old = saved.get("resolved") or {}
         diff = {n: (old.get(n), v) for n, v in resolved.items() if old.get(n) != v}
-        raise ValueError(f"{what}: the dataset {dataset} is not the one the run was trained on (saved vs now): "
+        raise UsageError(f"{what}: the dataset {dataset} is not the one the run was trained on (saved vs now): "
                          + ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in diff.items()))
 
 
@@ -707,7 +724,7 @@ def _restore(prog: Program, run_dir: pathlib.Path, args: Args, keys, what: str):
                                   say=lambda m: print(m, file=sys.stderr))
     it = meta["iteration"]
     if int(state.step[0]) != it * args.steps_per_iter:
-        raise ValueError(f"{what}: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
+        raise UsageError(f"{what}: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
                          f"{int(state.step[0])} gradient steps, not {it} × --steps-per-iter {args.steps_per_iter}")
     return mgr, state, meta
 
@@ -754,7 +771,7 @@ def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
     flags = {k: v for k, v in ckpt.run_flags(args).items() if k not in INFERENCE_FLAGS}
     saved = _check_saved_run(run_dir, flags, what)
     if args.resolved_selection != "first" and not dataclasses.replace(args, selection=saved["selection"]).train_critic:
-        raise ValueError(f"--selection: the run in {run_dir} trained no critic (--eta 0, selection first), so only "
+        raise UsageError(f"--selection: the run in {run_dir} trained no critic (--eta 0, selection first), so only "
                          f"--selection first can evaluate it, got {args.resolved_selection}")
     _use_compile_cache(args)
     prog = make_train(args)
@@ -800,7 +817,7 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
     say = print if verbose else (lambda *a, **k: None)
     check_args(args)
     if max_chunks is not None and max_chunks < 1:
-        raise ValueError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
+        raise UsageError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
     run_dir = args.run_dir
     flags = ckpt.run_flags(args)
     saved = _check_saved_run(run_dir, flags, "--resume") if args.resume else None
@@ -886,4 +903,4 @@ def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    cli.main(lambda: run(parse_args()))

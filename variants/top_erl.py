@@ -30,7 +30,7 @@ from flax import struct
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
-from toperl_jax import chunks, envs, flags, gaussian, runner
+from toperl_jax import chunks, cli, envs, flags, gaussian, runner
 from toperl_jax import critic as critic_lib
 from toperl_jax import segments as seg_lib
 from toperl_jax.critic import TransformerCritic
@@ -542,4 +542,4 @@ def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.P
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    cli.main(lambda: run(parse_args()))

@@ -31,7 +31,8 @@ from flax import struct
 from jax import lax
 
 from toperl_jax import buffer as buffer_lib
-from toperl_jax import chunks, envs, flags, gaussian, replan, runner
+from toperl_jax import chunks, cli, envs, flags, gaussian, replan, runner
+from toperl_jax.cli import UsageError
 from toperl_jax import critic as critic_lib
 from toperl_jax import segments as seg_lib
 from toperl_jax.critic import TransformerCritic
@@ -122,10 +123,13 @@ def parse_args(argv: list[str] | None = None) -> Args:
 def split_config(args: Args, task: envs.EpisodicTask) -> replan.SplitConfig:
     """The split schedule on the learner's grid of T_env / F steps (errors name the flag, before compiling)."""
     if args.split_strategy != "fixed" and args.split_sizes:
-        raise ValueError(f"--split-sizes is only used with --split-strategy fixed (got {args.split_strategy})")
-    return replan.SplitConfig(T=flags.learner_grid(args, task)[0], n_splits=args.n_splits,
-                              strategy=args.split_strategy, sizes=tuple(args.split_sizes) or None,
-                              min_length=args.split_min_length)
+        raise UsageError(f"--split-sizes is only used with --split-strategy fixed (got {args.split_strategy})")
+    try:
+        return replan.SplitConfig(T=flags.learner_grid(args, task)[0], n_splits=args.n_splits,
+                                  strategy=args.split_strategy, sizes=tuple(args.split_sizes) or None,
+                                  min_length=args.split_min_length)
+    except ValueError as e:  # its messages name the flag
+        raise UsageError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -579,4 +583,4 @@ def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.P
 
 
 if __name__ == "__main__":
-    run(parse_args())
+    cli.main(lambda: run(parse_args()))

@@ -23,7 +23,7 @@ import tyro
 from flax import struct
 from tensorboardX import SummaryWriter
 
-from toperl_jax import gaussian
+from toperl_jax import cli, gaussian
 from toperl_jax.mp import ProDMPConfig, prodmp_trajectory
 from toperl_jax.policy import GaussianPolicy
 from toperl_jax.projection import ProjectionConfig, kl_projection, trust_region_loss
@@ -162,4 +162,4 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli.main(lambda: main(tyro.cli(Args)))

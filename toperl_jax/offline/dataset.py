@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from toperl_jax.cli import UsageError
+
 FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A malformed dataset (missing key, shape mismatch, non-finite values); the message names the field."""
 
 
@@ -65,8 +67,12 @@ class TrajectoryDataset:
         self.observations = np.asarray(self.observations, np.float32)
         self.actions = np.asarray(self.actions, np.float32)
         self.rewards = np.asarray(self.rewards, np.float32)
-        self.terminals = np.asarray(self.terminals).astype(bool)
-        self.timeouts = np.asarray(self.timeouts).astype(bool)
+        for name in ("terminals", "timeouts"):
+            x = np.asarray(getattr(self, name))
+            if x.dtype != bool and x.size and not np.isin(x, (0, 1)).all():
+                i = int(np.flatnonzero(~np.isin(x, (0, 1)))[0])
+                raise DatasetError(f"{self.source}: {name} must be boolean (0 or 1), got {float(x.flat[i])} at step {i}")
+            setattr(self, name, x.astype(bool))
         self.validate()
 
     def validate(self) -> None:

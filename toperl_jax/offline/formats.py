@@ -35,6 +35,14 @@ def _h5py():
     return h5py
 
 
+def _open(path: pathlib.Path):
+    """`path` opened for reading as HDF5; a file that is not one (or unreadable) is a `DatasetError` naming it."""
+    try:
+        return _h5py().File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
 def _attr_value(v):
     if isinstance(v, bytes):
         v = v.decode()
@@ -62,11 +70,10 @@ def load_d4rl_hdf5(path: str | pathlib.Path, max_episode_steps: int | None = 100
     `max_episode_steps`, which `episode_bounds` can use to cut episodes (D4RL's 1000-step convention).
     Raises `DatasetError` naming the key for missing keys, wrong shapes or non-finite values.
     """
-    h5py = _h5py()
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no dataset file at {path}")
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         missing = [k for k in REQUIRED_D4RL if k not in f]
         if missing:
             raise DatasetError(f"{path}: missing key(s) {missing}; a D4RL file needs {list(REQUIRED_D4RL)} "
@@ -127,7 +134,7 @@ def load_minari(path: str | pathlib.Path) -> TrajectoryDataset:
     h5py = _h5py()
     file = _minari_file(pathlib.Path(path))
     episodes = []
-    with h5py.File(file, "r") as f:
+    with _open(file) as f:
         names = sorted((n for n in f if n.startswith("episode_")), key=_episode_key)
         if not names:
             raise DatasetError(f"{file}: no episode_<i> groups (found {sorted(f.keys())})")
@@ -181,9 +188,8 @@ def load_dataset(path: str | pathlib.Path) -> TrajectoryDataset:
     p = pathlib.Path(path)
     if p.is_dir():
         return load_minari(p)
-    h5py = _h5py()
     if not p.is_file():
         raise FileNotFoundError(f"no dataset at {p}")
-    with h5py.File(p, "r") as f:
+    with _open(p) as f:
         minari = any(k.startswith("episode_") for k in f)
     return load_minari(p) if minari else load_d4rl_hdf5(p)
