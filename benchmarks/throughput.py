@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 from typing import Literal
 
 import jax
@@ -36,7 +35,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import top_erl_iteration  # loads variants/top_erl.py as `top_erl_iteration.te`
-from timing import cpu_model, time_calls, time_jitted
+from timing import compile_timed, cpu_model, time_calls, time_jitted
 
 from toperl_jax.logger import git_commit
 
@@ -75,9 +74,18 @@ class Args:
     """persistent XLA compilation cache ('' disables), as in the variant"""
 
 
-def env_throughput(task_name: str, batch: int, repeats: int) -> dict:
-    """Env steps/s of the variant's training rollout of `batch` episodes on `task_name`."""
-    args = te.PRESETS[TASK_PRESET[task_name]]
+def preset_of(task_name: str):
+    """The variant's preset `Args` whose rollout an env row of `task_name` times (a metaworld-* task: the
+    `metaworld` preset with that `--env`)."""
+    if task_name.startswith("metaworld-"):
+        return dataclasses.replace(te.PRESETS["metaworld"], env=task_name)
+    return te.PRESETS[TASK_PRESET[task_name]]
+
+
+def env_throughput(task_name: str, batch: int, repeats: int, args=None) -> dict:
+    """Env steps/s of the variant's training rollout of `batch` episodes on `task_name` (at `args`, default
+    `preset_of(task_name)`)."""
+    args = preset_of(task_name) if args is None else args
     program = te.make_train(args)
     task = program.task
     params = jax.jit(program.init, compiler_options=task.compiler_options())(jax.random.PRNGKey(0)).policy.params
@@ -91,7 +99,15 @@ def env_throughput(task_name: str, batch: int, repeats: int) -> dict:
 
 def seed_scaling(num_seeds: int, iterations: int, repeats: int) -> dict:
     """Aggregate env steps/s of the reach preset's jitted chunk with `num_seeds` vmapped seeds."""
-    args = dataclasses.replace(te.PRESETS["reach"], eval_interval=iterations, num_seeds=num_seeds)
+    return chunk_throughput(te.PRESETS["reach"], num_seeds, iterations, repeats)
+
+
+def chunk_throughput(args, num_seeds: int, iterations: int, repeats: int, fill=None) -> dict:
+    """Aggregate env steps/s of the variant's jitted chunk (`jit(vmap(run_chunk))`, as the runner runs it) of
+    `iterations` iterations of `args` with `num_seeds` vmapped seeds, every iteration with critic and policy updates.
+    `fill(program, state) -> state`: how the buffer gets at least a batch before the timed calls (default: chunks
+    from iteration 1, which is also the warm-up call)."""
+    args = dataclasses.replace(args, eval_interval=iterations, num_seeds=num_seeds)
     program = te.make_train(args)
     opts = program.task.compiler_options()
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(num_seeds)])
@@ -99,12 +115,12 @@ def seed_scaling(num_seeds: int, iterations: int, repeats: int) -> dict:
     chunk = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)
     # every iteration of the timed chunks has critic and policy updates on
     first_it = jnp.int32(max(args.critic_update_from, args.policy_update_from))
-    t0 = time.perf_counter()
-    compiled = chunk.lower(state, first_it).compile()
-    compile_s = time.perf_counter() - t0
-    # fill the buffer past one batch with a chunk from iteration 1 (also the warm-up call)
-    for _ in range(max(1, -(-args.batch_size // (args.num_envs * iterations)))):
-        state, _ = compiled(state, jnp.int32(1))
+    compiled, compile_s = compile_timed(chunk, state, first_it)
+    if fill is None:  # fill the buffer past one batch with a chunk from iteration 1 (also the warm-up call)
+        for _ in range(max(1, -(-args.batch_size // (args.num_envs * iterations)))):
+            state, _ = compiled(state, jnp.int32(1))
+    else:
+        state = fill(program, state)
     state = jax.block_until_ready(state)
     holder = {"state": state}
 
@@ -119,7 +135,9 @@ def seed_scaling(num_seeds: int, iterations: int, repeats: int) -> dict:
             "episode_length": program.task.episode_length, "batch_size": args.batch_size,
             "epochs_critic": args.epochs_critic, "epochs_policy": args.epochs_policy, "compile_s": compile_s,
             "median_s": r["median_s"], "q25_s": r["q25_s"], "q75_s": r["q75_s"],
-            "env_steps_per_s": steps / r["median_s"], "iterations_per_s_per_seed": iterations / r["median_s"]}
+            "env_steps_per_s": steps / r["median_s"], "iterations_per_s_per_seed": iterations / r["median_s"],
+            "final_state_finite": bool(all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(holder["state"])
+                                           if jnp.issubdtype(x.dtype, jnp.floating)))}
 
 
 def main(argv: list[str] | None = None) -> dict:

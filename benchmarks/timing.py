@@ -21,12 +21,17 @@ def time_calls(call, repeats: int) -> dict:
     return {"median_s": float(q50), "q25_s": float(q25), "q75_s": float(q75), "times_s": times}
 
 
+def compile_timed(fn, *args):
+    """(`fn.lower(*args).compile()`, seconds it took) for a jitted `fn`."""
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
 def time_jitted(fn, args_fn, repeats: int) -> dict:
     """Compile the jitted `fn` for `args_fn(0)` (timed as `compile_s`), warm up on `args_fn(1)`, then time
     `repeats` calls on `args_fn(2)`, `args_fn(3)`, … (e.g. a fresh PRNG key per call)."""
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args_fn(0)).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s = compile_timed(fn, *args_fn(0))
     jax.block_until_ready(compiled(*args_fn(1)))
     calls = iter(range(2, 2 + repeats))
     result = time_calls(lambda: jax.block_until_ready(compiled(*args_fn(next(calls)))), repeats)

@@ -307,3 +307,64 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(SystemExit, match="no evaluation logs"):
         rp.main(["--suite", "reach", "--logdir", str(tmp_path), "--aggregate-only"])
     assert rp.seed_groups(0, 8, 3) == [(0, 3), (3, 3), (6, 2)]
+
+
+def _numbers(tree):
+    """Every int/float leaf of a JSON tree (bools excluded)."""
+    if isinstance(tree, dict):
+        return [x for v in tree.values() for x in _numbers(v)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _numbers(v)]
+    return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_gpu_check_cpu_smoke(tmp_path, capsys):
+    """benchmarks/gpu_check.py --cpu-smoke: every section measured (status ok) and in the JSON, every number finite,
+    times positive, the losses equal to float32 rounding under both precisions on a CPU (float32 either way)."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu_check.json"
+    result = gpu_check.main(["--cpu-smoke", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result, default=lambda o: np.asarray(o).tolist()))
+    for section in ("steps", "precision", "iteration", "env", "memory"):
+        assert section in saved, section
+    assert all(np.isfinite(x) for x in _numbers(saved))
+
+    for name in ("critic_step", "policy_step"):
+        step = saved["steps"][name]
+        assert step["median_s"] > 0 and step["compile_s"] > 0
+        prec = saved["precision"][name]
+        assert prec["states_finite"] and prec["abs_diff"] >= 0
+        assert prec["abs_diff"] == abs(prec["default"] - prec["highest"])
+        assert prec["rel_diff"] < 1e-5  # a CPU computes f32 matmuls in f32 under either precision
+    assert saved["steps"]["status"] == saved["precision"]["status"] == "ok"
+
+    (it,) = saved["iteration"]
+    assert it["status"] == "ok" and it["preset"] == "reach" and it["final_state_finite"]
+    assert it["iteration_s"] > 0 and it["compile_s"] > 0
+    assert it["iteration_s"] == pytest.approx(it["median_s"] / it["iterations_per_call"])
+
+    jax_rows = [r for r in saved["env"] if r["impl"] == "jax"]
+    assert [(r["task"], r["batch"], r["status"]) for r in jax_rows] == [("reacher", 2, "ok")]
+    for r in jax_rows:
+        assert r["env_steps_per_s"] == pytest.approx(r["batch"] * r["T"] / r["median_s"]) and r["env_steps_per_s"] > 0
+    (warp,) = [r for r in saved["env"] if r["impl"] == "warp"]
+    assert warp["status"].startswith("not built")  # no --physics-impl in toperl_jax/flags.py yet
+    assert saved["memory"]["peak_bytes"] is None or saved["memory"]["peak_bytes"] > 0
+
+    printed = capsys.readouterr().out
+    for heading in ("## Update steps", "## Matmul precision", "## One iteration", "## Env steps/s"):
+        assert heading in printed
+    assert "| reacher | jax | 2 |" in printed and str(out) in printed
+
+
+def test_gpu_check_budget_skips_and_errors_are_results():
+    """A measurement that fails is recorded with its error and the others go on; past --budget-s nothing starts."""
+    from benchmarks import gpu_check
+
+    budget = gpu_check.Budget(1e9)
+    assert budget.run("x", lambda: {"a": 1}) == {"status": "ok", "a": 1}
+    failed = budget.run("x", lambda: 1 / 0)
+    assert failed["status"].startswith("error: ZeroDivisionError")
+    assert gpu_check.Budget(-1.0).run("x", lambda: {"a": 1}) == {"status": "skipped (--budget-s spent)"}

@@ -1,0 +1,328 @@
+"""The day a GPU is lent: one command, ≤ 10 minutes, every number the GPU questions of issue 25 need.
+
+    python benchmarks/gpu_check.py                 # on the GPU machine; writes results/gpu_check_<device>.json
+    python benchmarks/gpu_check.py --cpu-smoke     # tiny sizes, ~1 min on a CPU (tests/test_benchmarks.py runs it)
+
+Sections, in the order they run (each measurement starts only while `--budget-s` is not spent; one that does not
+start is recorded as skipped, one that fails is recorded with its error, and the rest go on):
+  steps      one critic step and one policy step of variants/top_erl.py (`critic_step`, `policy_step`, each jitted
+             on its own) at the `--step-preset`'s shapes (box-dense: 512 trajectories × T = 100, n_embd 128), on a
+             buffer of synthetic random episodes (the cost does not depend on the contents): compile time, median
+             step time;
+  precision  the same critic and policy step, same inputs and key, compiled as JAX does by default (TF32
+             matmuls on Ampere/Hopper GPUs, float32 on a CPU) and under `jax.default_matmul_precision('highest')`
+             (float32): the losses and their absolute and relative differences;
+  iteration  per `--iteration-presets` (box-dense, hopper-jump): the variant's jitted chunk (`jit(vmap(run_chunk))`
+             as the runner runs it, benchmarks/throughput.py's `chunk_throughput`) of `--chunk-iterations`
+             iterations with critic and policy updates on, buffer pre-filled with synthetic episodes: seconds per
+             iteration, compile time;
+  env        env steps/s of the variant's training rollout per task of `--env-tasks` at each of `--batches`
+             episodes per call (benchmarks/throughput.py's `env_throughput`), physics impl 'jax'; impl 'warp' is
+             reported as not built until `--physics-impl` exists (issue 25 item 2);
+  memory     the device's peak memory (`device.memory_stats()['peak_bytes_in_use']`; None where the backend
+             keeps no statistics, e.g. a CPU) after every section and at the end.
+Prints markdown tables to stdout and writes the raw numbers (with device, jax version, XLA_FLAGS, commit) to
+`--out` (default results/gpu_check_<device kind>.json). The persistent compilation cache is off (`--compile-cache
+''`), so compile times are real. If a GPU compile fails with XLA's "Couldn't find output tile sizes" (Triton GEMM
+tiling, seen in deviceless H100 compiles), rerun with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false and keep both JSONs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tyro
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import throughput  # noqa: E402  (benchmarks/throughput.py: env_throughput, chunk_throughput)
+from timing import compile_timed, cpu_model, time_calls  # noqa: E402
+
+from toperl_jax import buffer as buffer_lib  # noqa: E402
+from toperl_jax import flags as flags_lib  # noqa: E402
+from toperl_jax.logger import git_commit  # noqa: E402
+
+te = throughput.te  # variants/top_erl.py
+
+SMOKE = {  # --cpu-smoke: every section at a size a 2-core CPU runs in about a minute (reacher only)
+    "env_tasks": ("reacher",), "batches": (2,), "iteration_presets": ("reach",), "step_preset": "reach",
+    "chunk_iterations": 1, "repeats": 2}
+TINY_NETS = {"n_embd": 16, "n_head": 2, "n_layer": 1, "policy_hidden_sizes": (16,), "batch_size": 8,
+             "buffer_size": 16, "num_envs": 2, "epochs_critic": 1, "epochs_policy": 1, "num_eval_episodes": 2}
+"""--cpu-smoke: the presets' networks and batches shrunk to these values (the same code paths)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Measure on a GPU (or, with --cpu-smoke, check on a CPU) what issue 25 needs from a lent GPU."""
+
+    cpu_smoke: bool = False
+    """tiny sizes (reacher, small networks; sections and JSON as on the GPU) for CI: about a minute on a CPU"""
+    env_tasks: tuple[str, ...] = ("reacher", "box-pushing-dense", "hopper-jump-sparse", "metaworld-reach")
+    """tasks of the env section (each rolled out at its preset's policy/ProDMP settings)"""
+    batches: tuple[int, ...] = (1, 4, 64, 1024)
+    """episodes per rollout call in the env section"""
+    iteration_presets: tuple[str, ...] = ("box-dense", "hopper-jump")
+    """presets of variants/top_erl.py whose chunk the iteration section times"""
+    step_preset: str = "box-dense"
+    """preset whose shapes the steps and precision sections use (box-dense: the paper's 512 × T = 100)"""
+    chunk_iterations: int = 2
+    """iterations per timed chunk in the iteration section"""
+    repeats: int = 3
+    """timed calls per measurement (after compilation and one warm-up call)"""
+    budget_s: float = 480.0
+    """no measurement starts after this many seconds (the rest are recorded as skipped); the 10-minute bound"""
+    out: str = ""
+    """JSON path ('' = results/gpu_check_<device kind>.json)"""
+    compile_cache: str = ""
+    """persistent XLA compilation cache ('' = off, so that compile times are real)"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def device_name() -> str:
+    """The first device's kind as a file-name part (e.g. NVIDIA_H100_80GB_HBM3, cpu)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", jax.devices()[0].device_kind).strip("_") or jax.devices()[0].platform
+
+
+def peak_memory_bytes() -> int | None:
+    """Peak bytes in use on the first device since start (None where the backend keeps no statistics)."""
+    stats = jax.devices()[0].memory_stats()
+    return None if not stats else int(stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0))) or None
+
+
+def preset(name: str, smoke: bool):
+    """A variant preset, shrunk to `TINY_NETS` in smoke mode."""
+    args = te.PRESETS[name]
+    return dataclasses.replace(args, **TINY_NETS) if smoke else args
+
+
+def synthetic_fill(program, state, n: int, key):
+    """`state` (one seed, or seeds on a leading axis) with `n` synthetic episodes added to its buffer: standard
+    normal floats × 0.1, no dones, init_time 0, params_L = I. Timing does not depend on the buffer's contents."""
+    learner, task = program.learner, program.task
+    spec = buffer_lib.episode_spec(learner.T, task.obs_size, task.num_dof, learner.mp.num_params)
+    leaves, tree = jax.tree.flatten(spec)
+    keys = jax.random.split(key, len(leaves))
+    data = [jnp.zeros((n, *s.shape), s.dtype) if s.dtype == jnp.bool_
+            else 0.1 * jax.random.normal(k, (n, *s.shape), s.dtype) for s, k in zip(leaves, keys)]
+    episodes = jax.tree.unflatten(tree, data)
+    k = learner.mp.num_params
+    episodes = episodes.replace(init_time=jnp.zeros((n,)), params_L=jnp.broadcast_to(jnp.eye(k), (n, k, k)))
+    if state.buffer.data.rewards.ndim == 3:  # seeds on a leading axis
+        return state.replace(buffer=jax.vmap(buffer_lib.add, in_axes=(0, None))(state.buffer, episodes))
+    return state.replace(buffer=buffer_lib.add(state.buffer, episodes))
+
+
+def step_functions(args):
+    """(program, state, critic step, policy step): one seed of `args` with a batch of synthetic episodes in the
+    buffer; the steps jitted on their own as `f(state, key) -> (new sub-state, metrics)`, at an iteration past
+    `policy_update_from` with H₀ from the old policy."""
+    args = dataclasses.replace(args, buffer_warmup=False)
+    program = te.make_train(args)
+    learner, opts = program.learner, program.task.compiler_options()
+    state = jax.jit(program.init, compiler_options=opts)(jax.random.PRNGKey(0))
+    state = synthetic_fill(program, state, args.batch_size, jax.random.PRNGKey(1))
+    h0 = te.initial_entropy(learner, state.policy.old_params, state.buffer.data.states[:8, 0])
+    it = jnp.int32(args.policy_update_from)
+    critic = lambda s, k: te.critic_step(learner, s.critic, s.buffer, s.policy.params, s.policy.old_params, it, h0, k)
+    policy = lambda s, k: te.policy_step(learner, s.policy, s.buffer, s.critic.params, it, h0, k)
+    return program, state, critic, policy
+
+
+class Budget:
+    """Measurements start only while `seconds` since creation are not spent; each result records its status."""
+
+    def __init__(self, seconds: float):
+        self.t0, self.seconds = time.perf_counter(), seconds
+
+    def run(self, what: str, fn, *a) -> dict:
+        if time.perf_counter() - self.t0 > self.seconds:
+            return {"status": "skipped (--budget-s spent)"}
+        try:
+            return {"status": "ok", **fn(*a)}
+        except Exception as e:  # noqa: BLE001 - one failed measurement is a result; the others go on
+            traceback.print_exc()
+            return {"status": f"error: {type(e).__name__}: {str(e)[:2000]}"}
+
+
+def _finite_tree(tree) -> bool:
+    return bool(all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree)
+                    if np.issubdtype(np.asarray(x).dtype, np.floating)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+
+
+def measure_steps(args, repeats: int) -> dict:
+    """Compile time and median time of one critic step and one policy step at `args`' shapes ("steps"), and their
+    losses on the same inputs and key compiled under 'highest' matmul precision as well ("precision"; the precision
+    is fixed when a function is lowered, so 'highest' is a second compile)."""
+    program, state, critic, policy = step_functions(args)
+    opts = program.task.compiler_options()
+    steps = {"batch_size": args.batch_size, "n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head}
+    precision = {"default_means": "what JAX does: TF32 matmuls on Ampere/Hopper GPUs, float32 on a CPU"}
+    key = jax.random.PRNGKey(7)
+    for name, fn, loss in (("critic_step", critic, "critic_loss"), ("policy_step", policy, "policy_loss")):
+        compiled, compile_s = compile_timed(jax.jit(fn, compiler_options=opts), state, key)
+        calls = iter(range(100, 100 + repeats + 1))
+        jax.block_until_ready(compiled(state, key))  # warm-up
+        r = time_calls(lambda: jax.block_until_ready(compiled(state, jax.random.PRNGKey(next(calls)))), repeats)
+        steps[name] = {"compile_s": compile_s, **{k: v for k, v in r.items() if k != "times_s"}}
+        with jax.default_matmul_precision("highest"):
+            highest, _ = compile_timed(jax.jit(fn, compiler_options=opts), state, key)
+        values = {}
+        for which, c in (("default", compiled), ("highest", highest)):
+            new, metrics = c(state, key)
+            values[which], values[f"{which}_finite"] = float(metrics[loss]), _finite_tree(new)
+        diff = abs(values["default"] - values["highest"])
+        precision[name] = {"loss": loss, "default": values["default"], "highest": values["highest"],
+                           "abs_diff": diff, "rel_diff": diff / max(abs(values["highest"]), 1e-30),
+                           "states_finite": values["default_finite"] and values["highest_finite"]}
+    return {"steps": steps, "precision": precision}
+
+
+def measure_iteration(args, iterations: int, repeats: int) -> dict:
+    """Seconds per iteration of the variant's chunk at `args` (one seed), updates on, synthetic buffer fill."""
+    args = dataclasses.replace(args, buffer_warmup=False)
+    fill = lambda program, state: synthetic_fill(program, state, args.batch_size, jax.random.PRNGKey(1))
+    r = throughput.chunk_throughput(args, 1, iterations, repeats, fill=fill)
+    return {**r, "iteration_s": r["median_s"] / iterations}
+
+
+def warp_status() -> str | None:
+    """None when the Warp physics backend can be measured, else why not."""
+    if "physics_impl" not in {f.name for f in dataclasses.fields(flags_lib.Flags)}:
+        return "not built (no --physics-impl yet: issue 25 item 2)"
+    import importlib.util
+
+    if importlib.util.find_spec("warp") is None:
+        return "warp-lang not installed (pip install -e .[gpu])"
+    return None
+
+
+def measure_env(task: str, batch: int, repeats: int, impl: str, smoke: bool) -> dict:
+    args = throughput.preset_of(task)
+    if smoke:
+        args = dataclasses.replace(args, **TINY_NETS)
+    if impl != "jax":
+        args = dataclasses.replace(args, physics_impl=impl)
+    r = throughput.env_throughput(task, batch, repeats, args)
+    return {**r, "impl": impl}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Main
+
+
+def _fmt(x, spec=".3g"):
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = tyro.cli(Args, args=argv)
+    if cfg.cpu_smoke:
+        cfg = dataclasses.replace(cfg, **SMOKE)
+    for name in ("repeats", "chunk_iterations"):
+        if getattr(cfg, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')}: must be ≥ 1, got {getattr(cfg, name)}")
+    for name in (cfg.step_preset, *cfg.iteration_presets):
+        if name not in te.PRESETS:
+            raise SystemExit(f"preset {name!r} unknown; choose from {', '.join(te.PRESETS)}")
+    if cfg.compile_cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.compile_cache).expanduser()))
+    dev = jax.devices()[0]
+    where = f"{dev.device_kind} ({dev.platform})" if dev.platform != "cpu" else f"{cpu_model()}, {os.cpu_count()} CPUs"
+    budget = Budget(cfg.budget_s)
+    out = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": where,
+           "device_kind": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), "commit": git_commit(("variants/top_erl.py",)),
+           "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "config": dataclasses.asdict(cfg), "steps": {}, "precision": {}, "iteration": [], "env": [],
+           "memory": {}}
+    print(f"# GPU check on {where}, jax {jax.__version__}, {out['date']}"
+          f"{' (CPU smoke: tiny sizes)' if cfg.cpu_smoke else ''}\n", flush=True)
+
+    step_args = preset(cfg.step_preset, cfg.cpu_smoke)
+    r = budget.run("steps", measure_steps, step_args, cfg.repeats)
+    for section in ("steps", "precision"):
+        out[section] = {"preset": cfg.step_preset, "status": r["status"], **r.get(section, {})}
+    out["memory"]["after_steps"] = peak_memory_bytes()
+    s = out["steps"]
+    print(f"## Update steps ({cfg.step_preset} shapes; synthetic buffer) — {s['status']}\n")
+    print("| step | median (ms) | IQR (ms) | compile (s) |\n|---|---:|---:|---:|")
+    for name in ("critic_step", "policy_step"):
+        r = s.get(name, {})
+        print(f"| {name} | {_fmt(1e3 * r['median_s'] if r else None, '.1f')} | "
+              f"{_fmt(1e3 * r['q25_s'] if r else None, '.1f')}–{_fmt(1e3 * r['q75_s'] if r else None, '.1f')} | "
+              f"{_fmt(r.get('compile_s'), '.1f')} |")
+    print(flush=True)
+
+    p = out["precision"]
+    print(f"## Matmul precision: 'default' vs 'highest', same inputs — {p['status']}\n")
+    print("| step | loss | default | highest | abs diff | rel diff |\n|---|---|---:|---:|---:|---:|")
+    for name in ("critic_step", "policy_step"):
+        r = p.get(name, {})
+        print(f"| {name} | {r.get('loss', '–')} | {_fmt(r.get('default'), '.6g')} | {_fmt(r.get('highest'), '.6g')} | "
+              f"{_fmt(r.get('abs_diff'), '.2e')} | {_fmt(r.get('rel_diff'), '.2e')} |")
+    print(flush=True)
+
+    print(f"## One iteration of variants/top_erl.py (jitted chunk of {cfg.chunk_iterations}, updates on)\n")
+    print("| preset | critic batch × epochs / policy epochs | s per iteration | compile (s) | status |\n"
+          "|---|---|---:|---:|---|", flush=True)
+    for name in cfg.iteration_presets:
+        a = preset(name, cfg.cpu_smoke)
+        r = {"preset": name, **budget.run(name, measure_iteration, a, cfg.chunk_iterations, cfg.repeats)}
+        out["iteration"].append(r)
+        print(f"| {name} | {a.batch_size} × {a.epochs_critic} / {a.epochs_policy} | {_fmt(r.get('iteration_s'))} | "
+              f"{_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |", flush=True)
+    out["memory"]["after_iteration"] = peak_memory_bytes()
+    print()
+
+    print("## Env steps/s (training rollout: policy + ProDMP decode + MJX with PD control)\n")
+    print("| task | impl | batch | env steps/s | median call (s) | compile (s) | status |\n"
+          "|---|---|---:|---:|---:|---:|---|", flush=True)
+    warp = warp_status()
+    for task in cfg.env_tasks:
+        for impl in ("jax", "warp"):
+            if impl == "warp" and warp is not None:
+                out["env"].append({"task": task, "impl": impl, "status": warp})
+                print(f"| {task} | warp | – | – | – | – | {warp} |", flush=True)
+                continue
+            for b in cfg.batches:
+                r = {"task": task, "impl": impl, "batch": b,
+                     **budget.run(task, measure_env, task, b, cfg.repeats, impl, cfg.cpu_smoke)}
+                out["env"].append(r)
+                print(f"| {task} | {impl} | {b} | {_fmt(r.get('env_steps_per_s'), ',.0f')} | "
+                      f"{_fmt(r.get('median_s'), '.3f')} | {_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |",
+                      flush=True)
+    out["memory"]["after_env"] = peak_memory_bytes()
+    out["memory"]["peak_bytes"] = peak_memory_bytes()
+    out["total_s"] = time.perf_counter() - budget.t0
+    peak = out["memory"]["peak_bytes"]
+    print(f"\npeak device memory: {'n/a (backend keeps no statistics)' if peak is None else f'{peak / 2**30:.2f} GiB'}"
+          f"; total {out['total_s']:.0f} s")
+
+    path = pathlib.Path(cfg.out or f"results/gpu_check_{device_name()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=lambda o: np.asarray(o).tolist()))
+    print(f"raw results: {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
