@@ -1,10 +1,15 @@
 """toperl_jax/flags.py: the TOP-ERL family's flags, their checks and the library configs derived from them."""
 
 import dataclasses
+import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from toperl_jax import checkpoint as ckpt
 from toperl_jax import envs, flags
+from toperl_jax.cli import UsageError
 from variants import top_erl as te
 from variants import top_erl_replan as tr
 
@@ -53,3 +58,50 @@ def test_prodmp_errors_name_the_flag():
         flags.check_args(dataclasses.replace(te.Args(), num_basis=3, num_basis_outside=1), task)
     with pytest.raises(ValueError, match="--tau"):
         flags.check_args(dataclasses.replace(te.Args(), tau=0.0), task)
+
+
+def test_target_platform_is_an_argument():
+    """Micro-batching and the CPU compiler options follow the platform asked for, not the backend at hand."""
+    args = te.PRESETS["reach"]  # batch 64
+    assert flags.micro_batch(args, "cpu") == 16 and flags.micro_batch(args, "cuda") is None
+    assert flags.micro_batch(args) == flags.micro_batch(args, jax.default_backend())
+    assert flags.micro_batch(dataclasses.replace(args, micro_batch=8), "cuda") == 8  # an explicit flag wins
+    assert te.make_train(args, platform="cuda").learner.micro_batch is None
+    assert tr.make_learner(tr.PRESETS["reach"], envs.make("reacher"), "cuda").micro_batch is None
+    assert tr.make_learner(tr.PRESETS["reach"], envs.make("reacher"), "cpu").micro_batch == 16
+    box = envs.make("box-pushing-dense")
+    assert box.compiler_options("cpu") == {"xla_cpu_use_fusion_emitters": False}
+    assert box.compiler_options("cuda") is None
+    assert box.compiler_options() == box.compiler_options(jax.default_backend())
+
+
+@pytest.mark.parametrize("variant", [te, tr], ids=["top_erl", "top_erl_replan"])
+def test_matmul_precision_is_applied_around_the_run(variant, monkeypatch):
+    """`--matmul-precision` (default 'default': JAX's own) is in force while the runner traces the program."""
+    assert variant.parse_args([]).matmul_precision == "default"
+    with pytest.raises(SystemExit):
+        variant.parse_args(["--matmul-precision", "fast"])
+    seen = []
+
+    def fake_runner(args, program, *a, **k):
+        seen.append(jax.jit(lambda x: x @ x).lower(jnp.ones((2, 2))).as_text())
+        return {}
+
+    monkeypatch.setattr(variant.runner, "run", fake_runner)
+    for value in ("highest", "default"):
+        variant.run(variant.parse_args(["--matmul-precision", value]))
+    assert "precision = [HIGHEST, HIGHEST]" in seen[0]
+    assert "HIGHEST" not in seen[1]
+    assert jax.config.jax_default_matmul_precision is None  # restored after the run
+
+
+def test_runs_saved_before_matmul_precision_still_resume(tmp_path):
+    """An args.json without the flag (a run from before it existed) compares equal at the default only."""
+    args = te.PRESETS["reach"]
+    old = json.loads(json.dumps(dataclasses.asdict(args)))
+    del old["matmul_precision"]
+    (tmp_path / "args.json").write_text(json.dumps(old))
+    saved = ckpt.saved_args(tmp_path / "args.json", args)
+    ckpt.check_same_flags(saved, dataclasses.asdict(args))
+    with pytest.raises(UsageError, match="--matmul-precision: default vs highest"):
+        ckpt.check_same_flags(saved, dataclasses.asdict(dataclasses.replace(args, matmul_precision="highest")))

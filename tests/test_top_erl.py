@@ -222,9 +222,10 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
         te.run(dataclasses.replace(args, resume=True, run_name="never"), verbose=False)
     assert not (tmp_path / "never").exists()  # refused before anything was created
-    saved_args = tmp_path / "split" / "args.json"  # a run saved before --traj-downsample-factor existed resumes
+    saved_args = tmp_path / "split" / "args.json"  # a run saved before these flags existed resumes
     old_args = json.loads(saved_args.read_text())
-    del old_args["traj_downsample_factor"]
+    for added in ("traj_downsample_factor", "matmul_precision"):
+        del old_args[added]
     saved_args.write_text(json.dumps(old_args))
     resumed = te.run(dataclasses.replace(args, resume=True), verbose=False)
     assert resumed["iterations_done"] == 4

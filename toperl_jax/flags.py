@@ -144,6 +144,8 @@ class Flags:
     """ablation: two critics, min over both (upstream single_q: false)"""
     critic_bf16: bool = False
     """bf16 matmuls in the critic (upstream trains with mixed precision on GPU)"""
+    matmul_precision: Literal["default", "high", "highest"] = "default"
+    """float32 matmul precision of the whole run: default = JAX's (TF32 on Ampere/Hopper GPUs, float32 on CPU)"""
 
     # --- trust region (upstream `projection.args`) → `projection_config`
     projection: bool = True
@@ -392,7 +394,15 @@ def projection_config(args: Flags) -> ProjectionConfig:
                             total_train_steps=args.iterations)
 
 
-def micro_batch(args: Flags) -> int | None:
-    """Trajectories per sequential chunk of the learner's passes (`toperl_jax.chunks`); None: one pass."""
-    micro = args.micro_batch or (16 if jax.default_backend() == "cpu" and args.batch_size % 16 == 0 else 0)
+def matmul_precision(args: Flags):
+    """Context manager that runs the enclosed tracing at `--matmul-precision` ('default': JAX's own setting, no
+    override; 'high': bf16_3x; 'highest': float32)."""
+    return jax.default_matmul_precision(None if args.matmul_precision == "default" else args.matmul_precision)
+
+
+def micro_batch(args: Flags, platform: str | None = None) -> int | None:
+    """Trajectories per sequential chunk of the learner's passes (`toperl_jax.chunks`) on the target `platform`
+    (default: the backend at hand); None: one pass."""
+    cpu = (platform or jax.default_backend()) == "cpu"
+    micro = args.micro_batch or (16 if cpu and args.batch_size % 16 == 0 else 0)
     return micro if 0 < micro < args.batch_size else None

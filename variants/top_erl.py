@@ -102,8 +102,9 @@ def policy_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransf
                                                                           eps=1e-8))
 
 
-def make_learner(args: Args, task: envs.EpisodicTask) -> Learner:
-    """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`."""
+def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = None) -> Learner:
+    """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`; the
+    micro-batching suits the target `platform` ('cpu', 'cuda', …; default: the backend at hand)."""
     mp = flags.prodmp_config(args, task)
     T, dt = flags.learner_grid(args, task)
     policy_steps = max(1, (args.iterations - args.policy_update_from + 1) * args.epochs_policy)
@@ -114,7 +115,8 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> Learner:
         critic_optimizer=critic_optimizer(args.lr_critic, args.wd_critic),
         policy_optimizer=policy_optimizer(policy_lr, args.wd_policy),
         T=T, dt=dt, batch_size=args.batch_size, discount=args.discount, max_num_segments=args.max_num_segments,
-        critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate, micro_batch=flags.micro_batch(args),
+        critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate,
+        micro_batch=flags.micro_batch(args, platform),
         segment_length=args.segment_length, use_projection=args.projection,
         enforce_initial_condition=args.initial_condition_enforcement)
 
@@ -448,12 +450,13 @@ def policy_update(learner: Learner, state: PolicyState, buffer, critic_params, s
 # One iteration, and the program the host runs in chunks
 
 
-def make_train(args: Args) -> runner.Program:
-    """Static set-up (task, learner) and the pure single-seed functions of one run (`runner.Program`)."""
+def make_train(args: Args, platform: str | None = None) -> runner.Program:
+    """Static set-up (task, learner) and the pure single-seed functions of one run (`runner.Program`), for the
+    target `platform` (default: the backend at hand; e.g. 'cuda' to lower the GPU program on a CPU machine)."""
     flags.check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     flags.check_args(args, task)
-    learner = make_learner(args, task)
+    learner = make_learner(args, task, platform)
     T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
 
     def collect(policy_params, key, num_episodes: int, deterministic: bool):
@@ -516,8 +519,9 @@ def make_train(args: Args) -> runner.Program:
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
     """Train (or continue with `--resume`) with the shared host loop (`toperl_jax.runner.run`); returns the
-    summary dict (also written to run_dir/summary.json)."""
-    return runner.run(args, make_train(args), max_chunks, verbose, title="TOP-ERL", render_final=_render_final)
+    summary dict (also written to run_dir/summary.json). Everything is traced at `--matmul-precision`."""
+    with flags.matmul_precision(args):
+        return runner.run(args, make_train(args), max_chunks, verbose, title="TOP-ERL", render_final=_render_final)
 
 
 def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.Path, say) -> None:

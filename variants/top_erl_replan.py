@@ -173,8 +173,9 @@ def policy_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransf
                                                                           eps=1e-8))
 
 
-def make_learner(args: Args, task: envs.EpisodicTask) -> Learner:
-    """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`."""
+def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = None) -> Learner:
+    """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`; the
+    micro-batching suits the target `platform` ('cpu', 'cuda', …; default: the backend at hand)."""
     mp = flags.prodmp_config(args, task)
     T, dt = flags.learner_grid(args, task)
     policy_steps = max(1, (args.iterations - args.policy_update_from + 1) * args.epochs_policy)
@@ -185,7 +186,8 @@ def make_learner(args: Args, task: envs.EpisodicTask) -> Learner:
         critic_optimizer=critic_optimizer(args.lr_critic, args.wd_critic),
         policy_optimizer=policy_optimizer(policy_lr, args.wd_policy),
         T=T, dt=dt, batch_size=args.batch_size, discount=args.discount, max_num_segments=args.max_num_segments,
-        critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate, micro_batch=flags.micro_batch(args),
+        critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate,
+        micro_batch=flags.micro_batch(args, platform),
         segment_length=args.segment_length, use_projection=args.projection,
         critic_completion=args.critic_completion, policy_completion=args.policy_completion,
         critic_init="segment" if args.initial_condition_enforcement else "split", policy_init=args.policy_init)
@@ -471,15 +473,16 @@ def policy_update(learner: Learner, state: PolicyState, buffer, critic_params, s
 # The jitted program
 
 
-def make_train(args: Args) -> runner.Program:
-    """Static set-up: the task, the learner, the split schedule and the pure functions of one run."""
+def make_train(args: Args, platform: str | None = None) -> runner.Program:
+    """Static set-up: the task, the learner, the split schedule and the pure functions of one run, for the target
+    `platform` (default: the backend at hand)."""
     flags.check_env(args)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     flags.check_args(args, task)
     splits = split_config(args, task)
     F = args.traj_downsample_factor
     fine_sizes = None if splits.static_sizes() is None else tuple(F * n for n in splits.static_sizes())
-    learner = make_learner(args, task)
+    learner = make_learner(args, task, platform)
     T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)
 
     def rollout(policy_params, key, num_episodes: int, deterministic: bool, full_rate: bool = False):
@@ -558,10 +561,11 @@ def make_train(args: Args) -> runner.Program:
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
     """Train (or continue with `--resume`) with the shared host loop (`toperl_jax.runner.run`); returns the
-    summary dict (also written to run_dir/summary.json)."""
-    return runner.run(args, make_train(args), max_chunks, verbose,
-                      title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
-                      render_final=_render_final)
+    summary dict (also written to run_dir/summary.json). Everything is traced at `--matmul-precision`."""
+    with flags.matmul_precision(args):
+        return runner.run(args, make_train(args), max_chunks, verbose,
+                          title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
+                          render_final=_render_final)
 
 
 def _render_final(args: Args, program: runner.Program, state, run_dir: pathlib.Path, say) -> None:

@@ -31,16 +31,17 @@ from mujoco import mjx
 from toperl_jax.mp import ProDMPConfig
 
 
-def xla_cpu_options() -> dict[str, bool] | None:
-    """Compiler options to pass as `jax.jit(f, compiler_options=xla_cpu_options())` on CPU.
+def xla_cpu_options(platform: str | None = None) -> dict[str, bool] | None:
+    """Compiler options to pass as `jax.jit(f, compiler_options=xla_cpu_options())` for the target `platform`
+    ('cpu', 'cuda', 'tpu', …; default: the backend at hand, `jax.default_backend()`).
 
     jaxlib 0.10.2's CPU backend compiles MJX's kinematics of an arm (box pushing's 7-link Franka, Meta-World's
     Sawyer) with its new MLIR fusion emitters into fusions that recompute shared subexpressions: one batch-64
     physics step of box pushing takes ~7 s instead of ~11 ms (measured on this project's 2-core CPU; docs/envs.md).
     Disabling them (`xla_cpu_use_fusion_emitters=False`, or the same in XLA_FLAGS before jax starts) restores
-    normal speed. Returns None on other backends (the flag is CPU-only).
+    normal speed. Returns None for other platforms (the flag is CPU-only).
     """
-    return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else None
+    return {"xla_cpu_use_fusion_emitters": False} if (platform or jax.default_backend()) == "cpu" else None
 
 
 @struct.dataclass
@@ -166,9 +167,10 @@ class EpisodicTask(abc.ABC):
     def step(self, state: EnvState, desired_pos: jax.Array, desired_vel: jax.Array) -> EnvState:
         """One control step tracking (desired_pos, desired_vel)."""
 
-    def compiler_options(self) -> dict | None:
-        """XLA options for `jax.jit(..., compiler_options=...)` of programs that step this task (default None;
-        box pushing and Meta-World turn off jaxlib's CPU fusion emitters, see `xla_cpu_options`)."""
+    def compiler_options(self, platform: str | None = None) -> dict | None:
+        """XLA options for `jax.jit(..., compiler_options=...)` of programs that step this task, compiled for
+        `platform` (default: the backend at hand; default None; box pushing and Meta-World turn off jaxlib's CPU
+        fusion emitters, see `xla_cpu_options`)."""
         return None
 
     def mdp_rewards(self, rollout: Rollout) -> jax.Array:

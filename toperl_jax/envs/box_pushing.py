@@ -162,9 +162,9 @@ class BoxPushing(EpisodicTask):
     """A step whose result has a non-finite state or any |qvel| >= this (rad/s, m/s) counts
     as diverged: reward -50 and the state before the step is kept, at rest."""
 
-    def compiler_options(self) -> dict | None:
-        """`xla_cpu_options()`: without it this task's physics compiles ~600x slower on CPU."""
-        return xla_cpu_options()
+    def compiler_options(self, platform: str | None = None) -> dict | None:
+        """`xla_cpu_options(platform)`: without it this task's physics compiles ~600x slower on CPU."""
+        return xla_cpu_options(platform)
 
     def __init__(self, reward_type: str = "dense", random_init: bool = True,
                  episode_length: int | None = None):

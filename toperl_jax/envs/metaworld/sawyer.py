@@ -58,14 +58,15 @@ FINGERS = ("rightpad_geom", "leftpad_geom", "rightclaw_it", "leftclaw_it")
 """The gripper's collision geoms (pads and claws)."""
 
 
-def reset_compiler_options(options: dict | None = None) -> dict | None:
-    """`options` plus, on CPU, LLVM optimisation level 0, for a program that only resets these tasks (e.g.
+def reset_compiler_options(options: dict | None = None, platform: str | None = None) -> dict | None:
+    """`options` plus, for a CPU `platform` (default: the backend at hand), LLVM optimisation level 0, for a
+    program that only resets these tasks (e.g.
     `jax.jit(jax.vmap(task.reset_to), compiler_options=reset_compiler_options(task.compiler_options()))`).
 
     jaxlib 0.10.2's CPU backend spends ~200 s at the default level (2) compiling a batched `reset_to` (most of it
     the kinematics of the start state) and ~3 s at level 0 (door-close, batch 20, this project's 2-core CPU; level 1:
     219 s). A reset runs once per episode, so its unoptimised code costs nothing that matters."""
-    if jax.default_backend() != "cpu":
+    if (platform or jax.default_backend()) != "cpu":
         return options
     return {**(options or {}), "xla_backend_optimization_level": 0}
 
@@ -163,8 +164,8 @@ class SawyerTask(EpisodicTask):
         self.hand_reset = self._simulate_hand_reset()
 
     # -- static helpers ------------------------------------------------------------------------------------
-    def compiler_options(self) -> dict | None:
-        return xla_cpu_options()
+    def compiler_options(self, platform: str | None = None) -> dict | None:
+        return xla_cpu_options(platform)
 
     def prodmp_config(self) -> ProDMPConfig:
         """TOP-ERL's agent-side ProDMP for Meta-World (spec D): 4 dof, 8 basis, tau 5, bw 5, relative goal,
