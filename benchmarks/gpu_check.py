@@ -17,12 +17,13 @@ start is recorded as skipped, one that fails is recorded with its error, and the
              iterations with critic and policy updates on, buffer pre-filled with synthetic episodes: seconds per
              iteration, compile time;
   env        env steps/s of the variant's training rollout per task of `--env-tasks` at each of `--batches`
-             episodes per call (benchmarks/throughput.py's `env_throughput`), physics impl 'jax'; impl 'warp' is
+             episodes per call (1024, 64, 4, 1: largest first, all tasks at one batch before the next) (benchmarks/throughput.py's `env_throughput`), physics impl 'jax'; impl 'warp' is
              reported as not built until `--physics-impl` exists (issue 25 item 2);
   memory     the device's peak memory (`device.memory_stats()['peak_bytes_in_use']`; None where the backend
              keeps no statistics, e.g. a CPU) after every section and at the end.
 Prints markdown tables to stdout and writes the raw numbers (with device, jax version, XLA_FLAGS, commit) to
-`--out` (default results/gpu_check_<device kind>.json). The persistent compilation cache is off (`--compile-cache
+`--out` (default results/gpu_check_<device kind>.json) after every measurement, so that a run stopped at a time
+limit keeps what it measured. The persistent compilation cache is off (`--compile-cache
 ''`), so compile times are real. If a GPU compile fails with XLA's "Couldn't find output tile sizes" (Triton GEMM
 tiling, seen in deviceless H100 compiles), rerun with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false and keep both JSONs.
 """
@@ -71,8 +72,8 @@ class Args:
     """tiny sizes (reacher, small networks; sections and JSON as on the GPU) for CI: about a minute on a CPU"""
     env_tasks: tuple[str, ...] = ("reacher", "box-pushing-dense", "hopper-jump-sparse", "metaworld-reach")
     """tasks of the env section (each rolled out at its preset's policy/ProDMP settings)"""
-    batches: tuple[int, ...] = (1, 4, 64, 1024)
-    """episodes per rollout call in the env section"""
+    batches: tuple[int, ...] = (1024, 64, 4, 1)
+    """episodes per rollout call in the env section, measured in this order (all tasks at one batch, then the next)"""
     iteration_presets: tuple[str, ...] = ("box-dense", "hopper-jump")
     """presets of variants/top_erl.py whose chunk the iteration section times"""
     step_preset: str = "box-dense"
@@ -248,6 +249,14 @@ def main(argv: list[str] | None = None) -> dict:
     dev = jax.devices()[0]
     where = f"{dev.device_kind} ({dev.platform})" if dev.platform != "cpu" else f"{cpu_model()}, {os.cpu_count()} CPUs"
     budget = Budget(cfg.budget_s)
+    path = pathlib.Path(cfg.out or f"results/gpu_check_{device_name()}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after every measurement, so that a run killed at its time limit keeps what it measured
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1, default=lambda o: np.asarray(o).tolist()))
+        tmp.replace(path)
+
     out = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": where,
            "device_kind": dev.device_kind, "platform": dev.platform, "jax": jax.__version__,
            "xla_flags": os.environ.get("XLA_FLAGS", ""), "commit": git_commit(("variants/top_erl.py",)),
@@ -262,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     for section in ("steps", "precision"):
         out[section] = {"preset": cfg.step_preset, "status": r["status"], **r.get(section, {})}
     out["memory"]["after_steps"] = peak_memory_bytes()
+    save()
     s = out["steps"]
     print(f"## Update steps ({cfg.step_preset} shapes; synthetic buffer) — {s['status']}\n")
     print("| step | median (ms) | IQR (ms) | compile (s) |\n|---|---:|---:|---:|")
@@ -288,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         a = preset(name, cfg.cpu_smoke)
         r = {"preset": name, **budget.run(name, measure_iteration, a, cfg.chunk_iterations, cfg.repeats)}
         out["iteration"].append(r)
+        save()
         print(f"| {name} | {a.batch_size} × {a.epochs_critic} / {a.epochs_policy} | {_fmt(r.get('iteration_s'))} | "
               f"{_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |", flush=True)
     out["memory"]["after_iteration"] = peak_memory_bytes()
@@ -298,15 +309,17 @@ def main(argv: list[str] | None = None) -> dict:
           "|---|---|---:|---:|---:|---:|---|", flush=True)
     warp = warp_status()
     for task in cfg.env_tasks:
-        for impl in ("jax", "warp"):
-            if impl == "warp" and warp is not None:
-                out["env"].append({"task": task, "impl": impl, "status": warp})
-                print(f"| {task} | warp | – | – | – | – | {warp} |", flush=True)
-                continue
-            for b in cfg.batches:
+        if warp is not None:
+            out["env"].append({"task": task, "impl": "warp", "status": warp})
+            print(f"| {task} | warp | – | – | – | – | {warp} |", flush=True)
+    impls = ("jax",) if warp is not None else ("jax", "warp")
+    for b in cfg.batches:  # batch-major: if the budget runs out, every task has its largest batches measured
+        for task in cfg.env_tasks:
+            for impl in impls:
                 r = {"task": task, "impl": impl, "batch": b,
                      **budget.run(task, measure_env, task, b, cfg.repeats, impl, cfg.cpu_smoke)}
                 out["env"].append(r)
+                save()
                 print(f"| {task} | {impl} | {b} | {_fmt(r.get('env_steps_per_s'), ',.0f')} | "
                       f"{_fmt(r.get('median_s'), '.3f')} | {_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |",
                       flush=True)
@@ -317,9 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\npeak device memory: {'n/a (backend keeps no statistics)' if peak is None else f'{peak / 2**30:.2f} GiB'}"
           f"; total {out['total_s']:.0f} s")
 
-    path = pathlib.Path(cfg.out or f"results/gpu_check_{device_name()}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=lambda o: np.asarray(o).tolist()))
+    save()
     print(f"raw results: {path}")
     return out
 
