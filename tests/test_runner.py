@@ -68,7 +68,7 @@ def _program(args: _Args) -> runner.Program:
     def evaluate(params, key):
         return {"return": params}
 
-    task = types.SimpleNamespace(name="toy", episode_length=1, compiler_options=lambda: None)
+    task = types.SimpleNamespace(name="toy", episode_length=1, compiler_options=lambda platform: None)
     return runner.Program(init, run_chunk, evaluate, None, task, types.SimpleNamespace(T=1, dt=1.0))
 
 

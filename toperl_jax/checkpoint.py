@@ -81,12 +81,14 @@ def save(mgr, step: int, state, meta: dict) -> None:
 
 def restore(mgr, state_like, say=print):
     """The newest intact checkpoint as (state with the structure, shapes and dtypes of `state_like` — arrays or
-    `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , meta dict, step). A newer step that fails to load
+    `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , placed by their shardings where they have one, meta
+    dict, step). A newer step that fails to load
     (truncated, incomplete, unreadable) is named through `say` and moved to `checkpoints_skipped/<step>` beside
     the checkpoints, so that later saves of that step are not refused; `ValueError` if none loads."""
     import orbax.checkpoint as ocp
 
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state_like)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+                            state_like)
     root = pathlib.Path(mgr.directory)
     errors = []
     for step in sorted(mgr.all_steps(), reverse=True):

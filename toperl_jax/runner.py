@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from toperl_jax import checkpoint as ckpt
 from toperl_jax.cli import UsageError
@@ -77,6 +78,29 @@ def guarded(run_chunk: Callable) -> Callable:
     return chunk
 
 
+def seed_sharding(num_seeds: int, devices=None) -> NamedSharding | None:
+    """The sharding that splits the seed axis (axis 0 of every state leaf) over min(num_seeds, #devices) of
+    `devices` (default: the local devices); None where that is one device, which keeps the single-device
+    program. Seeds are independent, so the sharded program needs no communication."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    d = min(len(devices), num_seeds)
+    if d <= 1:
+        return None
+    if num_seeds % d:
+        raise UsageError(f"--num-seeds: {num_seeds} seeds do not split evenly over the {d} local devices; use a "
+                         f"multiple of {d} (or expose fewer devices, e.g. CUDA_VISIBLE_DEVICES)")
+    return NamedSharding(Mesh(np.array(devices[:d]), ("seeds",)), PartitionSpec("seeds"))
+
+
+def _jit(fn, sharded: tuple[bool, ...], sharding: NamedSharding | None, **kw):
+    """`jax.jit(fn)`, with its arguments (`sharded[i]`: split over seeds, else replicated) and outputs (split)
+    placed by `sharding` when there is one."""
+    if sharding is None:
+        return jax.jit(fn, **kw)
+    rep = NamedSharding(sharding.mesh, PartitionSpec())
+    return jax.jit(fn, in_shardings=tuple(sharding if s else rep for s in sharded), out_shardings=sharding, **kw)
+
+
 def _to_host(tree) -> dict[str, np.ndarray]:
     return {n: np.asarray(v, np.float64) for n, v in tree.items()}
 
@@ -100,13 +124,14 @@ def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, l
 
 
 def run(args, program: Program, max_chunks: int | None = None, verbose: bool = True, *, title: str = "TOP-ERL",
-        render_final: Callable | None = None) -> dict:
+        render_final: Callable | None = None, devices=None) -> dict:
     """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json).
 
     `args` is a variant's flags (the fields read here: seed, num_seeds, iterations, num_envs, eval_interval,
     checkpoint_interval, run_dir, resume, compile_cache, task, env, video). `max_chunks` stops after that many
     chunks in this call (a checkpoint is written); `--resume` continues it exactly.
-    `render_final(args, program, state, run_dir, say)` renders the final policy for `--video`.
+    `render_final(args, program, state, run_dir, say)` renders the final policy for `--video`. The seeds are
+    split over `devices` (default: all local devices; `seed_sharding`).
     """
     say = print if verbose else (lambda *a, **k: None)
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
@@ -123,13 +148,16 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     args_json = ckpt.run_flags(args)
-    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys)
-    opts = task.compiler_options()
-    if args.resume:  # only the shapes: the values come from the checkpoint
-        state = jax.eval_shape(jax.vmap(init), keys)
+    shard = seed_sharding(args.num_seeds, devices)
+    place = (lambda x: x) if shard is None else (lambda x: jax.device_put(x, shard))
+    keys = place(jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)]))
+    eval_keys = place(jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys))
+    opts = task.compiler_options(platform=(devices or jax.local_devices())[0].platform)
+    if args.resume:  # only the shapes (and placement): the values come from the checkpoint
+        state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard),
+                             jax.eval_shape(jax.vmap(init), keys))
     else:
-        state = jax.jit(jax.vmap(init), compiler_options=opts)(keys)
+        state = _jit(jax.vmap(init), (True,), shard, compiler_options=opts)(keys)
     mgr = ckpt.manager(run_dir) if args.checkpoint_interval or args.resume else None
     chunk, history, wall_before, diverged = 0, [], 0.0, {}
     if args.resume:
@@ -142,20 +170,21 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     else:
         (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
 
-    chunk_fn = jax.jit(jax.vmap(guarded(run_chunk), in_axes=(0, None, 0)), donate_argnums=0,
-                       compiler_options=opts)
-    eval_fn = jax.jit(jax.vmap(evaluate), compiler_options=opts)
+    chunk_fn = _jit(jax.vmap(guarded(run_chunk), in_axes=(0, None, 0)), (True, False, True), shard,
+                    donate_argnums=0, compiler_options=opts)
+    eval_fn = _jit(jax.vmap(evaluate), (True, True), shard, compiler_options=opts)
     logger = RunLogger(run_dir, args.num_seeds)
     steps_per_it = args.num_envs * task.episode_length
     progress = Progress(args.iterations, steps_per_it, initial_env_steps=program.initial_env_steps)
     num_chunks = math.ceil(args.iterations / args.eval_interval)
     learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
         if program.learner.T != task.episode_length else ""
+    on = "" if shard is None else f" on {shard.mesh.size} devices"
     say(f"{title} on {task.name} (preset {args.task}): {args.iterations} iterations × {args.num_envs} episodes × "
-        f"T={task.episode_length}{learner_T}, {args.num_seeds} seed(s), logs in {run_dir}")
+        f"T={task.episode_length}{learner_T}, {args.num_seeds} seed(s){on}, logs in {run_dir}")
 
     def do_eval(it):
-        m = _to_host(eval_fn(state.policy.params, jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys)))
+        m = _to_host(eval_fn(state.policy.params, place(jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys))))
         return {f"eval/{n}": v for n, v in m.items()}
 
     if chunk == 0:
@@ -171,7 +200,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         if chunks_run == 0:
             say(f"compiling and running iterations {first_it}…{min(first_it + args.eval_interval - 1, args.iterations)}"
                 " (the first chunk includes compilation)")
-        state, metrics, ok = chunk_fn(state, jnp.int32(first_it), jnp.asarray(stopped))
+        state, metrics, ok = chunk_fn(state, jnp.int32(first_it), place(jnp.asarray(stopped)))
         chunk, chunks_run = chunk + 1, chunks_run + 1
         it = min(chunk * args.eval_interval, args.iterations)
         for s in np.flatnonzero(~np.asarray(ok) & ~stopped):

@@ -1,0 +1,97 @@
+"""Seeds split over several devices (`runner.seed_sharding`), shown on CPU with forced host devices
+(`--xla_force_host_platform_device_count=4`, which must be set before JAX starts: hence a child process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from toperl_jax import runner
+
+_TOY = r"""
+import dataclasses, json, sys
+import jax, numpy as np
+from tests.test_runner import _Args, _program
+from toperl_jax import runner
+
+def go(**kw):
+    a = _Args(logdir=sys.argv[1], num_seeds=4, **kw)
+    s = runner.run(a, _program(a), verbose=False, max_chunks=None if kw.get("resume") else 2)
+    return {"params": np.asarray(s["state"].policy.params).tolist(), "iterations_done": s["iterations_done"],
+            "devices": len(s["state"].policy.params.sharding.device_set),
+            "diverged": [p.get("diverged_at_iteration") for p in s["per_seed"]]}
+print("RESULT" + json.dumps({"first": go(), "resumed": go(resume=True)}))
+"""
+
+_TOP_ERL = r"""
+import dataclasses, json, sys
+import jax, numpy as np
+from toperl_jax import runner
+from variants import top_erl as te
+from tests.test_top_erl import TINY
+
+a = dataclasses.replace(TINY, num_seeds=4, logdir=sys.argv[1], run_name="four", compile_cache=sys.argv[1] + "/xla")
+runner.run(a, te.make_train(a), verbose=False, max_chunks=1)
+s = runner.run(dataclasses.replace(a, resume=True), te.make_train(a), verbose=False)
+print("RESULT" + json.dumps({"history": s["history"], "devices": len(jax.tree.leaves(s["state"])[0].sharding.device_set),
+                             "params": [np.asarray(x).tolist() for x in jax.tree.leaves((s["state"].policy.params,
+                                                                                        s["state"].critic.params))]}))
+"""
+
+
+def _on_four_devices(code: str, tmp: pathlib.Path) -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp)], env=env, cwd=pathlib.Path(__file__).parents[1],
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.split("RESULT", 1)[1])
+
+
+def test_seeds_split_over_four_devices_stop_and_resume(tmp_path):
+    """The runner's toy program (tests/test_runner.py) with 4 seeds on 4 forced host devices: each seed's state
+    lives on its own device, seed 1 diverges in iterations 5–6 and is stopped, and a run interrupted after 2
+    chunks resumes there to the exact values."""
+    out = _on_four_devices(_TOY, tmp_path)
+    assert out["first"]["devices"] == 4 and out["first"]["iterations_done"] == 4
+    assert out["first"]["params"] == [4.0, 4.0, 4.0, 4.0]
+    assert out["resumed"]["devices"] == 4 and out["resumed"]["params"] == [8.0, 4.0, 8.0, 8.0]
+    assert out["resumed"]["diverged"] == [None, 6, None, None]
+
+
+@pytest.mark.slow
+def test_top_erl_on_four_devices_matches_one_device(tmp_path):
+    """TOP-ERL's tiny configuration, 4 seeds split over 4 forced host devices and resumed after the first chunk,
+    against the same 4 seeds vmapped on this process's one device: every evaluation and parameter agrees to
+    float32 rounding (rtol 1e-4, atol 1e-5, as vmapped vs single-seed runs in test_top_erl.py: the per-device
+    batch differs, and XLA may fuse it differently)."""
+    import dataclasses
+
+    from tests.test_top_erl import TINY
+    from variants import top_erl as te
+
+    four = _on_four_devices(_TOP_ERL, tmp_path)
+    a = dataclasses.replace(TINY, num_seeds=4, logdir=str(tmp_path), run_name="one", checkpoint_interval=0)
+    one = runner.run(a, te.make_train(a), verbose=False)
+    assert four["devices"] == 4
+    for x, y in zip(four["history"], one["history"]):
+        for n in x:
+            if n.startswith("eval/"):
+                np.testing.assert_allclose(x[n], y[n], rtol=1e-4, atol=1e-5, err_msg=n)
+    ref = jax.tree.leaves((one["state"].policy.params, one["state"].critic.params))
+    for x, y in zip(four["params"], ref):
+        np.testing.assert_allclose(x, np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_seeds_that_do_not_split_evenly_are_refused():
+    cpu = jax.devices()[0]
+    assert runner.seed_sharding(3, [cpu]) is None and runner.seed_sharding(1, [cpu, cpu]) is None
+    with pytest.raises(runner.UsageError, match=r"--num-seeds: 6 seeds do not split evenly over the 4 local"):
+        runner.seed_sharding(6, [cpu] * 4)
+    assert runner.seed_sharding(2, [cpu] * 4).mesh.size == 2  # one seed per device, 2 devices idle
