@@ -1,5 +1,6 @@
 """Seeds split over several devices (`runner.seed_sharding`), shown on CPU with forced host devices
-(`--xla_force_host_platform_device_count=4`, which must be set before JAX starts: hence a child process)."""
+(`--xla_force_host_platform_device_count=4`, which must be set before JAX starts: hence child processes), and over
+several processes (`--distributed`, `runner.init_distributed`: two processes on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -89,9 +90,77 @@ def test_top_erl_on_four_devices_matches_one_device(tmp_path):
         np.testing.assert_allclose(x, np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
+_PROCESS = r"""
+import os, sys
+from tests.test_runner import _Args, _program
+from toperl_jax import runner
+
+root, port, pid, max_chunks, die = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "die"
+a = _Args(logdir=root, num_seeds=2, distributed=True, coordinator_address="127.0.0.1:" + port, num_processes=2,
+          process_id=pid, resume=max_chunks == "resume")
+runner.init_distributed(a)
+if die and pid == 1:
+    os._exit(3)
+s = runner.run(a, _program(a), verbose=False, max_chunks=None if max_chunks in ("all", "resume") else int(max_chunks))
+w = s["state"].policy.params
+print("PROCESS", pid, "DONE", "global", tuple(w.shape), "here", [tuple(x.data.shape) for x in w.addressable_shards],
+      flush=True)
+"""
+
+
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _two_processes(tmp: pathlib.Path, max_chunks: str, die: bool = False) -> list[subprocess.CompletedProcess]:
+    port, root = _free_port(), pathlib.Path(__file__).parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen([sys.executable, "-u", "-c", _PROCESS, str(tmp), port, str(pid), max_chunks,
+                               "die" if die else "live"], env=env, cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return outs
+
+
+def test_two_processes_share_the_seeds_and_resume(tmp_path):
+    """--distributed with 2 processes and 2 seeds, one per process's device (the toy program, seed 1 diverging in
+    iterations 5–6): interrupted after 2 chunks and resumed, the run equals one process training both seeds."""
+    for step in ("2", "resume"):
+        outs = _two_processes(tmp_path / "two", step)
+        assert all(o.returncode == 0 and "DONE" in o.stdout for o in outs), [o.stderr[-2000:] for o in outs]
+    two = json.loads((tmp_path / "two" / "toy" / "summary.json").read_text())
+    one_args = dict(logdir=str(tmp_path / "one"), num_seeds=2)
+    from tests.test_runner import _Args, _program
+
+    one = runner.run(_Args(**one_args), _program(_Args(**one_args)), verbose=False)
+    assert two["seeds"] == one["seeds"] == [0, 1]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h]  # noqa: E731
+    assert strip(two["history"]) == strip(one["history"])
+    assert [p["final"]["eval/return"] for p in two["per_seed"]] == [8.0, 4.0]
+    assert two["per_seed"][1]["diverged_at_iteration"] == 6
+    assert all("global (2,) here [(1,)]" in o.stdout for o in outs)  # one seed on each process
+
+
+@pytest.mark.slow
+def test_a_dying_process_stops_the_other(tmp_path):
+    """Process 1 exits right after joining; process 0 is stopped by JAX's coordination service (after its
+    heartbeat timeout, 100 s) with an error that says another task died — not left waiting."""
+    outs = _two_processes(tmp_path, "all", die=True)
+    assert outs[1].returncode == 3
+    assert outs[0].returncode != 0 and "DONE" not in outs[0].stdout
+    assert "another task died" in outs[0].stderr
+
+
 def test_seeds_that_do_not_split_evenly_are_refused():
     cpu = jax.devices()[0]
     assert runner.seed_sharding(3, [cpu]) is None and runner.seed_sharding(1, [cpu, cpu]) is None
-    with pytest.raises(runner.UsageError, match=r"--num-seeds: 6 seeds do not split evenly over the 4 local"):
+    with pytest.raises(runner.UsageError, match=r"--num-seeds: 6 seeds do not split evenly over the 4 devices"):
         runner.seed_sharding(6, [cpu] * 4)
     assert runner.seed_sharding(2, [cpu] * 4).mesh.size == 2  # one seed per device, 2 devices idle

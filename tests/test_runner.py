@@ -45,6 +45,10 @@ class _Args:
     task: str = "toy"
     env: str = "toy"
     video: bool = False
+    distributed: bool = False
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
     bad_seed: int = 1  # this seed's parameter turns NaN from iteration `bad_from` on (-1: none)
     bad_from: int = 5
 

@@ -17,7 +17,7 @@ import jax
 
 from toperl_jax.cli import UsageError
 
-RUN_ONLY_FLAGS = ("resume", "overwrite", "compile_cache", "video")
+RUN_ONLY_FLAGS = ("resume", "overwrite", "compile_cache", "video", "coordinator_address", "process_id")
 """Flags that may change between a run and its resumption; every other flag must match the saved run."""
 
 
@@ -64,7 +64,9 @@ def has_checkpoint(run_dir: pathlib.Path) -> bool:
 
 
 def manager(run_dir: pathlib.Path):
-    """The orbax `CheckpointManager` of `run_dir/checkpoints` (keeps the last 2)."""
+    """The orbax `CheckpointManager` of `run_dir/checkpoints` (keeps the last 2). Under `jax.distributed` the
+    state is one global array per leaf (seeds split over the processes' devices) and orbax writes each process's
+    shards into the one checkpoint."""
     import orbax.checkpoint as ocp
 
     return ocp.CheckpointManager(pathlib.Path(run_dir).resolve() / "checkpoints",

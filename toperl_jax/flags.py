@@ -186,6 +186,14 @@ class Flags:
     """persistent XLA compilation cache ('' disables; an already configured cache dir wins)"""
     video: bool = False
     """render the final mean policy to run_dir/final.mp4 (headless: MUJOCO_GL=egl; mp4: the `render` extra)"""
+    distributed: bool = False
+    """several processes (hosts) share the seeds: `jax.distributed` (SLURM / Open MPI detected, else the next 3)"""
+    coordinator_address: str | None = None
+    """with --distributed outside SLURM / Open MPI: host:port of process 0"""
+    num_processes: int | None = None
+    """with --distributed outside SLURM / Open MPI: the number of processes"""
+    process_id: int | None = None
+    """with --distributed outside SLURM / Open MPI: this process's index, 0 … num_processes − 1"""
 
     @property
     def run_dir(self) -> pathlib.Path:

@@ -80,14 +80,14 @@ def guarded(run_chunk: Callable) -> Callable:
 
 def seed_sharding(num_seeds: int, devices=None) -> NamedSharding | None:
     """The sharding that splits the seed axis (axis 0 of every state leaf) over min(num_seeds, #devices) of
-    `devices` (default: the local devices); None where that is one device, which keeps the single-device
-    program. Seeds are independent, so the sharded program needs no communication."""
-    devices = list(jax.local_devices() if devices is None else devices)
+    `devices` (default: every device, of every process under `jax.distributed`); None where that is one device,
+    which keeps the single-device program. Seeds are independent, so the sharded program needs no communication."""
+    devices = list(jax.devices() if devices is None else devices)
     d = min(len(devices), num_seeds)
     if d <= 1:
         return None
     if num_seeds % d:
-        raise UsageError(f"--num-seeds: {num_seeds} seeds do not split evenly over the {d} local devices; use a "
+        raise UsageError(f"--num-seeds: {num_seeds} seeds do not split evenly over the {d} devices; use a "
                          f"multiple of {d} (or expose fewer devices, e.g. CUDA_VISIBLE_DEVICES)")
     return NamedSharding(Mesh(np.array(devices[:d]), ("seeds",)), PartitionSpec("seeds"))
 
@@ -102,7 +102,16 @@ def _jit(fn, sharded: tuple[bool, ...], sharding: NamedSharding | None, **kw):
 
 
 def _to_host(tree) -> dict[str, np.ndarray]:
-    return {n: np.asarray(v, np.float64) for n, v in tree.items()}
+    return {n: np.asarray(v, np.float64) for n, v in _gather(tree).items()}
+
+
+class _NoLogger:
+    """The logger of a process other than 0 under `jax.distributed` (process 0 logs every seed)."""
+
+    def scalars(self, *a):
+        pass
+
+    flush = close = scalars
 
 
 def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, list[int]]) -> list[dict]:
@@ -123,6 +132,38 @@ def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, l
     return out
 
 
+def init_distributed(args) -> None:
+    """With `--distributed`, start `jax.distributed` (SLURM / Open MPI detected, else --coordinator-address,
+    --num-processes, --process-id); call it before anything touches JAX (the variants' `run` does). The run is then
+    one SPMD program over every process's devices: `seed_sharding` splits the seeds over all of them, process 0
+    writes the run directory (flags, logs, summary) and orbax writes each process's shards. A process that dies
+    stops the others (JAX's coordination service: "another task died")."""
+    if not getattr(args, "distributed", False) or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes: gathers and barriers
+    try:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    except ValueError as e:  # no cluster detected and no explicit address
+        raise UsageError(f"--distributed: {e} (outside SLURM / Open MPI give --coordinator-address, "
+                         "--num-processes and --process-id)") from None
+
+
+def _gather(tree):
+    """A pytree of (global) arrays as numpy arrays of their full values, on every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def run(args, program: Program, max_chunks: int | None = None, verbose: bool = True, *, title: str = "TOP-ERL",
         render_final: Callable | None = None, devices=None) -> dict:
     """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json).
@@ -131,9 +172,11 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     checkpoint_interval, run_dir, resume, compile_cache, task, env, video). `max_chunks` stops after that many
     chunks in this call (a checkpoint is written); `--resume` continues it exactly.
     `render_final(args, program, state, run_dir, say)` renders the final policy for `--video`. The seeds are
-    split over `devices` (default: all local devices; `seed_sharding`).
+    split over `devices` (default: all devices; `seed_sharding`); under `jax.distributed` (`init_distributed`)
+    every process runs this loop in step, and process 0 writes the run directory.
     """
-    say = print if verbose else (lambda *a, **k: None)
+    lead = jax.process_index() == 0
+    say = print if verbose and lead else (lambda *a, **k: None)
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
@@ -141,18 +184,22 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     # A run directory belongs to one run; decided before anything is created or compiled.
     if args.resume and not ckpt.has_checkpoint(run_dir):
         raise UsageError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
-    if not args.resume and (run_dir / "args.json").exists():
-        if not getattr(args, "overwrite", False):
-            raise UsageError(f"{run_dir} already holds a run: continue it with --resume, start another with "
-                             "--run-name NAME, or replace it with --overwrite")
+    taken = not args.resume and (run_dir / "args.json").exists()
+    if taken and not getattr(args, "overwrite", False):
+        raise UsageError(f"{run_dir} already holds a run: continue it with --resume, start another with "
+                         "--run-name NAME, or replace it with --overwrite")
+    _barrier("toperl-jax: run directory checked")  # by every process, before process 0 changes it
+    if taken and lead:
         remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     args_json = ckpt.run_flags(args)
     shard = seed_sharding(args.num_seeds, devices)
-    place = (lambda x: x) if shard is None else (lambda x: jax.device_put(x, shard))
-    keys = place(jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)]))
-    eval_keys = place(jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(keys))
-    opts = task.compiler_options(platform=(devices or jax.local_devices())[0].platform)
+    # host values (the same on every process) → the seed-split arrays
+    place = jnp.asarray if shard is None else (lambda x: jax.device_put(np.asarray(x), shard))
+    host_keys = np.stack([np.asarray(jax.random.PRNGKey(args.seed + i)) for i in range(args.num_seeds)])
+    keys = place(host_keys)
+    eval_keys = np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(host_keys))
+    opts = task.compiler_options(platform=(devices or jax.devices())[0].platform)
     if args.resume:  # only the shapes (and placement): the values come from the checkpoint
         state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard),
                              jax.eval_shape(jax.vmap(init), keys))
@@ -163,17 +210,17 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     if args.resume:
         # a flag added since the run was saved counts as saved with its default
         ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
-        state, meta, _ = ckpt.restore(mgr, state, say=lambda m: print(m, file=sys.stderr))
+        state, meta, _ = ckpt.restore(mgr, state, say=lambda m: lead and print(m, file=sys.stderr))
         chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
         diverged = {int(i): v for i, v in meta.get("diverged", {}).items()}
         say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
-    else:
+    elif lead:
         (run_dir / "args.json").write_text(json.dumps(args_json, indent=1))
 
     chunk_fn = _jit(jax.vmap(guarded(run_chunk), in_axes=(0, None, 0)), (True, False, True), shard,
                     donate_argnums=0, compiler_options=opts)
     eval_fn = _jit(jax.vmap(evaluate), (True, True), shard, compiler_options=opts)
-    logger = RunLogger(run_dir, args.num_seeds)
+    logger = RunLogger(run_dir, args.num_seeds) if lead else _NoLogger()
     steps_per_it = args.num_envs * task.episode_length
     progress = Progress(args.iterations, steps_per_it, initial_env_steps=program.initial_env_steps)
     num_chunks = math.ceil(args.iterations / args.eval_interval)
@@ -200,12 +247,13 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         if chunks_run == 0:
             say(f"compiling and running iterations {first_it}…{min(first_it + args.eval_interval - 1, args.iterations)}"
                 " (the first chunk includes compilation)")
-        state, metrics, ok = chunk_fn(state, jnp.int32(first_it), place(jnp.asarray(stopped)))
+        state, metrics, ok = chunk_fn(state, jnp.int32(first_it), place(stopped))
+        metrics, ok = _gather((metrics, ok))
         chunk, chunks_run = chunk + 1, chunks_run + 1
         it = min(chunk * args.eval_interval, args.iterations)
         for s in np.flatnonzero(~np.asarray(ok) & ~stopped):
             diverged[int(s)] = [first_it, it]
-            print(f"WARNING: seed {args.seed + s} diverged (a non-finite parameter or optimiser state after "
+            lead and print(f"WARNING: seed {args.seed + s} diverged (a non-finite parameter or optimiser state after "
                   f"iterations {first_it}–{it}): stopped with its state of iteration {first_it - 1}"
                   + (", the other seeds go on" if not stopped.all() and args.num_seeds > 1 else ""), file=sys.stderr)
         stopped = np.isin(np.arange(args.num_seeds), list(diverged))
@@ -224,19 +272,19 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
             progress.start(it)
         say(progress.line(it, _headline(ev, train)))
         logger.flush()
-        summary = write_summary(args, run_dir, history, diverged)  # every chunk: a crash leaves the run so far
+        summary = write_summary(args, run_dir, history, diverged, lead)  # every chunk: a crash keeps the run so far
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0 or stopped.all()
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall,
                                           "diverged": {str(i): v for i, v in diverged.items()}})
     logger.close()
-    summary = write_summary(args, run_dir, history, diverged)
+    summary = write_summary(args, run_dir, history, diverged, lead)
     if stopped.all():
         say(f"stopped: every seed diverged; the last finite evaluations are in {run_dir / 'summary.json'}")
     elif chunk == num_chunks:
         say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
             f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
-        if args.video and render_final is not None:
+        if args.video and render_final is not None and jax.process_count() == 1:
             render_final(args, program, state, run_dir, say)
     summary["state"] = state
     return summary
@@ -254,17 +302,19 @@ def remove_run(run_dir: pathlib.Path) -> None:
             path.unlink()
 
 
-def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]]) -> dict:
+def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]],
+                  write: bool = True) -> dict:
     """run_dir/summary.json from the evaluation history so far (final and best per seed; `diverged`: seed index →
-    [first, last] iteration of the chunk after which its state was non-finite), written atomically."""
+    [first, last] iteration of the chunk after which its state was non-finite), written atomically if `write`."""
     summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
                "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
                "seeds": [args.seed + i for i in range(args.num_seeds)],
                "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds, diverged),
                "history": history}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(run_dir / "summary.json")
+    if write:
+        tmp = run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(run_dir / "summary.json")
     return summary
 
 

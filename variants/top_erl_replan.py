@@ -561,7 +561,9 @@ def make_train(args: Args, platform: str | None = None) -> runner.Program:
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
     """Train (or continue with `--resume`) with the shared host loop (`toperl_jax.runner.run`); returns the
-    summary dict (also written to run_dir/summary.json). Everything is traced at `--matmul-precision`."""
+    summary dict (also written to run_dir/summary.json). Everything is traced at `--matmul-precision`; with
+    `--distributed` the processes train the seeds together (`runner.init_distributed`)."""
+    runner.init_distributed(args)
     with flags.matmul_precision(args):
         return runner.run(args, make_train(args), max_chunks, verbose,
                           title=f"TOP-ERL with replanning ({args.n_splits} {args.split_strategy} splits)",
