@@ -177,6 +177,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     """
     lead = jax.process_index() == 0
     say = print if verbose and lead else (lambda *a, **k: None)
+    warn = (lambda m: print(m, file=sys.stderr)) if lead else (lambda m: None)
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
@@ -210,7 +211,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     if args.resume:
         # a flag added since the run was saved counts as saved with its default
         ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
-        state, meta, _ = ckpt.restore(mgr, state, say=lambda m: lead and print(m, file=sys.stderr))
+        state, meta, _ = ckpt.restore(mgr, state, say=warn)
         chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
         diverged = {int(i): v for i, v in meta.get("diverged", {}).items()}
         say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
@@ -253,9 +254,9 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         it = min(chunk * args.eval_interval, args.iterations)
         for s in np.flatnonzero(~np.asarray(ok) & ~stopped):
             diverged[int(s)] = [first_it, it]
-            lead and print(f"WARNING: seed {args.seed + s} diverged (a non-finite parameter or optimiser state after "
-                  f"iterations {first_it}–{it}): stopped with its state of iteration {first_it - 1}"
-                  + (", the other seeds go on" if not stopped.all() and args.num_seeds > 1 else ""), file=sys.stderr)
+            warn(f"WARNING: seed {args.seed + s} diverged (a non-finite parameter or optimiser state after "
+                 f"iterations {first_it}–{it}): stopped with its state of iteration {first_it - 1}"
+                 + (", the other seeds go on" if not stopped.all() and args.num_seeds > 1 else ""))
         stopped = np.isin(np.arange(args.num_seeds), list(diverged))
         with np.errstate(all="ignore"), warnings.catch_warnings():  # all-NaN: that update has not started yet
             warnings.simplefilter("ignore", RuntimeWarning)
