@@ -11,11 +11,13 @@ import optax
 import pytest
 from scipy.special import erf
 
+from toperl_jax import segments as seg_lib
 from toperl_jax.critic import (
     TransformerCritic,
     apply_ensemble,
     init_critic,
     init_ensemble,
+    layer_norm,
     make_optimizer,
     weight_decay_mask,
 )
@@ -292,6 +294,90 @@ def test_padding_is_finite_with_gradients(tiny):
     value, grads = jax.jit(jax.value_and_grad(loss))(params)
     assert np.isfinite(value)
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# attention inside rows (the packed layout's `rows`): the cost of the drawn segment length only
+
+T_ROWS, M_ROWS = 12, 4  # candidate lengths 3, 4, 6, 12
+
+
+def _layout_inputs(key, length, offset, batch=None):
+    """A packed layout of T_ROWS steps (traced length/offset) and random token inputs for it."""
+    seg = seg_lib.make_segmentation(length, offset, T_ROWS, M_ROWS, extra_row=True)
+    layout = seg_lib.packed_layout(seg)
+    N = layout.segment_id.shape[0]
+    ks, ka = jax.random.split(key)
+    shape = (N,) if batch is None else (batch, N)
+    return layout, jax.random.normal(ks, (*shape, S)), jax.random.normal(ka, (*shape, A))
+
+
+def _tokens(critic, params, layout, states, actions, rows):
+    return critic.apply(params, states, actions, layout.is_state, layout.time_index, layout.segment_id,
+                        method=TransformerCritic.tokens, rows=layout.rows if rows else None)
+
+
+def test_row_attention_matches_numpy_reference(tiny):
+    critic, params = tiny
+
+    @jax.jit
+    def run(length, offset):
+        layout, states, actions = _layout_inputs(jax.random.key(30), length, offset)
+        return _tokens(critic, params, layout, states, actions, rows=True), layout, states, actions
+
+    for length in seg_lib.segment_lengths(T_ROWS, M_ROWS):
+        for offset in ([0, int(length) - 1] if T_ROWS // length > 1 else [0]):
+            out, layout, states, actions = run(jnp.int32(length), jnp.int32(offset))
+            real = np.asarray(layout.in_row)
+            mask = np.asarray(seg_lib.attention_mask(layout))
+            ref = np_forward(params, TINY, np.asarray(states, np.float64), np.asarray(actions, np.float64),
+                             np.asarray(layout.is_state), np.asarray(layout.time_index), mask)
+            np.testing.assert_allclose(out[real], ref[real], atol=2e-5, rtol=1e-4, err_msg=f"ℓ={length} o={offset}")
+            np.testing.assert_array_equal(out[~real], 0.0)
+
+
+def test_row_attention_gradients_equal_mask_path_under_vmap(tiny):
+    """Gradients through `rows` equal those through the block-diagonal mask, also when the row width differs
+    across a vmapped axis (the seeds of a run) and over a critic ensemble (one width, several parameter sets)."""
+    critic, _ = tiny
+    params = init_ensemble(critic, jax.random.key(31), num_critics=2)
+    lengths = jnp.asarray([3, 12, 4], jnp.int32)  # one per vmapped "seed"
+    offsets = jnp.asarray([2, 0, 1], jnp.int32)
+
+    def loss(p, actions, length, offset, rows):
+        layout, states, _ = _layout_inputs(jax.random.key(32), length, offset, batch=2)
+        q = apply_ensemble(critic, p, states, actions, layout.is_state, layout.time_index, layout.segment_id,
+                           method=TransformerCritic.tokens, rows=layout.rows if rows else None)
+        return jnp.sum(jnp.sin(q) * jnp.arange(q.shape[-1]))
+
+    N = seg_lib.token_budget(T_ROWS, M_ROWS, True)
+    actions = jax.random.normal(jax.random.key(33), (3, 2, N, A))
+    grads = {rows: jax.jit(jax.vmap(jax.grad(partial(loss, rows=rows), argnums=(0, 1)), in_axes=(None, 0, 0, 0)))(
+        params, actions, lengths, offsets) for rows in (True, False)}
+    for a, b in zip(jax.tree_util.tree_leaves(grads[True]), jax.tree_util.tree_leaves(grads[False])):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+    assert float(jnp.abs(grads[True][1]).max()) > 0
+
+
+def test_layer_norm_matches_flax():
+    """The hand-written VJP equals autodiff through flax's two-pass LayerNorm, with a large common offset."""
+    import flax.linen as nn
+
+    x = 1e2 + jax.random.normal(jax.random.key(34), (3, 7, 16))
+    scale, bias = 1 + jax.random.normal(jax.random.key(35), (2, 16)) * 0.1
+    ref_ln = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False)
+
+    def ref(x, scale, bias):
+        return ref_ln.apply({"params": {"scale": scale, "bias": bias}}, x)
+
+    w = jax.random.normal(jax.random.key(36), x.shape)
+    for f in (layer_norm, ref):
+        assert f(x, scale, bias).shape == x.shape
+    np.testing.assert_allclose(layer_norm(x, scale, bias), ref(x, scale, bias), atol=2e-4)
+    g = jax.grad(lambda *a: jnp.sum(w * layer_norm(*a)), argnums=(0, 1, 2))(x, scale, bias)
+    g_ref = jax.grad(lambda *a: jnp.sum(w * ref(*a)), argnums=(0, 1, 2))(x, scale, bias)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,11 @@ Two ways to call the same parameters:
   (the static-shape layout of spec §7). A token attends to the tokens at or before it with the same segment
   id (block-diagonal causal mask). Padding tokens have a negative segment id: they only see other padding
   (at least themselves, so no softmax row is empty and nothing is NaN), no real token sees them, they read
-  position 0 of the table, and their output is 0.
+  position 0 of the table, and their output is 0. With `rows=layout.rows` (the packed layout's promise that
+  every segment is a row of the same width ℓ + 1, one after another from token 0) attention is computed inside
+  each row only: the values are the same, the work is that of the drawn ℓ (S·(ℓ + 1)² score pairs per
+  trajectory, as upstream's per-row batches) instead of N² (`row_attention`: one `lax.switch` over the
+  candidate widths, kept a switch under `vmap` over seeds).
 
 Matches upstream (`CriticGPT` in mprl/util/util_nanogpt.py) in: parameter layout and count (533,504 for
 S = 29, A = 14 at the defaults), init (weights N(0, 0.02), residual projections N(0, 0.02/√(2·n_layer)),
@@ -44,13 +48,16 @@ upstream's `configure_optimizer`. Target network: `optax.incremental_update(para
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 PyTree = Any
 
@@ -62,10 +69,89 @@ def _normal(std: float):
     return nn.initializers.normal(stddev=std)
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention under a given boolean mask: `x [..., N, E]`, `mask [..., N, N]` → `[..., N, E]`.
+def _softmax_attention(q: jax.Array, k: jax.Array, mask: jax.Array) -> jax.Array:
+    """`q, k [..., N, H, D]` (the compute dtype), `mask [..., N, N]` (query i may see key j) → probabilities
+    `[..., H, N, N]` float32: softmax in float32 with a large finite negative for masked keys."""
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+    logits = jnp.where(mask[..., None, :, :], logits, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(logits, axis=-1)
 
-    `mask[..., i, j]` says whether query i may attend to key j; every row must allow at least one key.
+
+def _weighted_values(probs: jax.Array, v: jax.Array, dtype) -> jax.Array:
+    """`probs [..., H, N, N]`, `v [..., N, H, D]` → `[..., N, H, D]`, the product in `dtype`."""
+    return jnp.einsum("...hqk,...khd->...qhd", probs.astype(dtype), v)
+
+
+def _split_heads(qkv: jax.Array, n_head: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`qkv [..., N, 3E]` → q, k, v `[..., N, H, D]`."""
+    *batch, N, E3 = qkv.shape
+    return tuple(t.reshape(*batch, N, n_head, E3 // (3 * n_head)) for t in jnp.split(qkv, 3, axis=-1))
+
+
+def _row_attention(qkv: jax.Array, width: int, n_head: int, dtype) -> jax.Array:
+    """Causal attention inside consecutive rows of `width` tokens, `qkv [..., N, 3E]` → `[..., N, E]`.
+    Tokens after the last whole row (padding) attend only to themselves: their output is their value."""
+    *batch, N, E3 = qkv.shape
+    M = N // width
+    q, k, v = _split_heads(qkv[..., :M * width, :].reshape(*batch, M, width, E3), n_head)
+    probs = _softmax_attention(q, k, jnp.tril(jnp.ones((width, width), bool)))
+    y = _weighted_values(probs, v, dtype).reshape(*batch, M * width, E3 // 3)
+    return jnp.concatenate([y, qkv[..., M * width:, 2 * E3 // 3:]], axis=-2)
+
+
+def _switch(branches):
+    """`f(index, *xs) = lax.switch(index, branches, *xs)` that stays a switch under `vmap`: with a batched
+    index, the batch is looped over (`lax.map`) instead of running every branch and selecting (what `vmap`
+    of a switch does). With an unbatched index, the branches take the batch as extra leading axes."""
+
+    @jax.custom_batching.custom_vmap
+    def f(index, *xs):
+        return lax.switch(index, branches, *xs)
+
+    @f.def_vmap
+    def rule(axis_size, in_batched, index, *xs):
+        index_batched, *xs_batched = in_batched
+        xs = [x if b else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, b in zip(xs, xs_batched)]
+        if index_batched:
+            out = lax.map(lambda a: f(a[0], *a[1]), (index, xs))
+        else:
+            out = f(index, *xs)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return f
+
+
+@functools.lru_cache(maxsize=None)
+def row_attention(widths: tuple[int, ...], n_head: int, dtype) -> Callable:
+    """`attend(qkv, index)`: `_row_attention` with the row width `widths[index]` (`index` traced), as one
+    switch over the static candidate widths, so that the work is that of the drawn width only. Its gradient is
+    a switch too (custom VJP), and both stay switches under `vmap` over seeds (`_switch`)."""
+    dtype = jnp.dtype(dtype)
+    fwds = [functools.partial(_row_attention, width=w, n_head=n_head, dtype=dtype) for w in widths]
+    fwd = _switch(fwds)
+    bwd = _switch([lambda qkv, dy, f=f: jax.vjp(f, qkv)[1](dy)[0] for f in fwds])
+
+    @jax.custom_vjp
+    def attend(qkv, index):
+        return fwd(index, qkv)
+
+    def attend_fwd(qkv, index):
+        return fwd(index, qkv), (qkv, index)
+
+    def attend_bwd(res, dy):
+        qkv, index = res
+        return bwd(index, qkv, dy), None
+
+    attend.defvjp(attend_fwd, attend_bwd)
+    return attend
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention `x [..., N, E]` → `[..., N, E]`, under either
+    - a boolean `mask [..., N, N]` (`mask[..., i, j]`: query i may attend to key j; every row must allow at least
+      one key), or
+    - `rows = (widths, index)`: causal attention inside consecutive rows of `widths[index]` tokens (the packed
+      layout; `row_attention`), which costs the attention of the drawn width only.
     """
 
     n_embd: int
@@ -76,18 +162,21 @@ class CausalSelfAttention(nn.Module):
     compute_dtype: Any
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool, rows=None) -> jax.Array:
         *batch, N, E = x.shape
-        H, D = self.n_head, E // self.n_head
+        H = self.n_head
         qkv = nn.Dense(3 * E, use_bias=self.bias, dtype=self.compute_dtype, kernel_init=_normal(0.02),
                        name="c_attn")(x)
-        q, k, v = (t.reshape(*batch, N, H, D) for t in jnp.split(qkv, 3, axis=-1))
-        # Logits in the compute dtype, softmax in float32 with a large finite negative for masked keys.
-        logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) / math.sqrt(D)
-        logits = jnp.where(mask[..., None, :, :], logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic)
-        y = jnp.einsum("...hqk,...khd->...qhd", probs.astype(self.compute_dtype), v).reshape(*batch, N, E)
+        if N == 1 and (deterministic or self.dropout == 0.0):  # softmax over one key is exactly 1: y = v
+            y = qkv[..., 2 * E:]
+        elif rows is not None:
+            widths, index = rows
+            y = row_attention(tuple(widths), H, self.compute_dtype)(qkv, index)
+        else:
+            q, k, v = _split_heads(qkv, H)
+            probs = _softmax_attention(q, k, mask)
+            probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic)
+            y = _weighted_values(probs, v, self.compute_dtype).reshape(*batch, N, E)
         y = nn.Dense(E, use_bias=self.bias, dtype=self.compute_dtype,
                      kernel_init=_normal(0.02 / math.sqrt(2 * self.n_layer)), name="c_proj")(y)
         return nn.Dropout(self.dropout)(y, deterministic=deterministic)
@@ -112,8 +201,50 @@ class MLP(nn.Module):
         return nn.Dropout(self.dropout)(x, deterministic=deterministic)
 
 
-def _layer_norm(bias: bool, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LAYER_NORM_EPS, use_bias=bias, use_scale=True, dtype=jnp.float32, name=name)
+@jax.custom_vjp
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """`(x − mean) / sqrt(var + eps) · scale + bias` over the last axis (torch.nn.LayerNorm, eps 1e-5).
+
+    Its gradient is written out (custom VJP) from the saved normalised input: XLA:CPU otherwise fuses the
+    layer norm's automatic backward into its consumers and recomputes it there, which made the critic's
+    gradient step ~1.5× slower on a CPU (docs/critic.md).
+    """
+    return _layer_norm_fwd(x, scale, bias)[0]
+
+
+def _layer_norm_fwd(x, scale, bias):
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    inv_std = lax.rsqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + LAYER_NORM_EPS)
+    normed = centred * inv_std
+    return normed * scale + bias, (normed, inv_std, scale)
+
+
+def _layer_norm_bwd(res, dy):
+    normed, inv_std, scale = res
+    g = dy * scale
+    dx = inv_std * (g - jnp.mean(g, axis=-1, keepdims=True) - normed * jnp.mean(g * normed, axis=-1, keepdims=True))
+    batch_axes = tuple(range(dy.ndim - 1))
+    return dx, jnp.sum(dy * normed, axis=batch_axes), jnp.sum(dy, axis=batch_axes)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+    """float32 layer norm with a scale and (when `use_bias`) a bias, the parameters of `nn.LayerNorm`."""
+
+    use_bias: bool
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        E = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (E,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (E,), jnp.float32) if self.use_bias else jnp.zeros(E)
+        return layer_norm(x.astype(jnp.float32), scale, bias)
+
+
+def _layer_norm(bias: bool, name: str) -> LayerNorm:
+    return LayerNorm(use_bias=bias, name=name)
 
 
 class Block(nn.Module):
@@ -128,13 +259,13 @@ class Block(nn.Module):
     compute_dtype: Any
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool, rows=None) -> jax.Array:
         ln_1 = _layer_norm(self.bias, "ln_1") if self.use_layer_norm else (lambda h: h)
         ln_2 = _layer_norm(self.bias, "ln_2") if self.use_layer_norm else (lambda h: h)
         attn = CausalSelfAttention(self.n_embd, self.n_head, self.n_layer, self.dropout, self.bias,
                                    self.compute_dtype, name="attn")
         mlp = MLP(self.n_embd, self.n_layer, self.dropout, self.bias, self.compute_dtype, name="mlp")
-        x = x + attn(ln_1(x), mask, deterministic).astype(jnp.float32)
+        x = x + attn(ln_1(x), mask, deterministic, rows).astype(jnp.float32)
         x = x + mlp(ln_2(x), deterministic).astype(jnp.float32)
         return x
 
@@ -173,13 +304,14 @@ class TransformerCritic(nn.Module):
             self.ln_f = _layer_norm(self.bias, "ln_f")
         self.output_layer = nn.Dense(1, **dense)
 
-    def _transformer(self, x: jax.Array, positions: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    def _transformer(self, x: jax.Array, positions: jax.Array, mask: jax.Array | None, deterministic: bool,
+                     rows=None) -> jax.Array:
         """Token embeddings (without positions) `x [..., N, E]`, `positions [..., N]` int, `mask [..., N, N]`
-        bool → `[..., N]` float32."""
+        bool or `rows` (see `CausalSelfAttention`) → `[..., N]` float32."""
         x = x.astype(jnp.float32) + self.pos_enc(positions)
         x = self.drop(x, deterministic=deterministic)
         for block in self.h:
-            x = block(x, mask, deterministic)
+            x = block(x, mask, deterministic, rows)
         if self.use_layer_norm:
             x = self.ln_f(x)
         return self.output_layer(x)[..., 0].astype(jnp.float32)
@@ -224,6 +356,7 @@ class TransformerCritic(nn.Module):
         positions: jax.Array,
         segment_ids: jax.Array,
         deterministic: bool = True,
+        rows: tuple[tuple[int, ...], jax.Array] | None = None,
     ) -> jax.Array:
         """One output per token of an arbitrary token sequence (e.g. packed rows, spec §7 layout (b)).
 
@@ -236,6 +369,11 @@ class TransformerCritic(nn.Module):
             segment_ids: `[..., N]` int; token i attends to token j iff j ≤ i and both ids are equal.
                 Negative ids mark padding tokens (output 0, invisible to real tokens).
             deterministic: False enables dropout (needs an rng named 'dropout').
+            rows: optional `(widths, index)`, a promise about the layout that makes attention cheaper: every
+                segment is a row of `widths[index]` tokens (`index` traced, `widths` static), the rows sit one
+                after another from token 0, and the tokens after them are padding (the packed layout,
+                `segments.PackedLayout.rows`). Attention is then computed inside each row only (`row_attention`),
+                with the same values as the mask; ignored when dropout is active (the mask path runs).
 
         Returns:
             `[..., N]` float32: for a row `[s_c, a_c, …]` laid out with one segment id, the same values as
@@ -244,10 +382,13 @@ class TransformerCritic(nn.Module):
         x = jnp.where(is_state[..., None], self.state_encoder(states), self.action_encoder(actions))
         is_pad = segment_ids < 0
         positions = jnp.where(is_pad, 0, positions)
-        N = x.shape[-2]
-        causal = jnp.tril(jnp.ones((N, N), dtype=bool))
-        mask = causal & (segment_ids[..., :, None] == segment_ids[..., None, :])
-        out = self._transformer(x, positions, mask, deterministic)
+        if rows is not None and (deterministic or self.dropout == 0.0):
+            out = self._transformer(x, positions, None, deterministic, rows)
+        else:
+            N = x.shape[-2]
+            causal = jnp.tril(jnp.ones((N, N), dtype=bool))
+            mask = causal & (segment_ids[..., :, None] == segment_ids[..., None, :])
+            out = self._transformer(x, positions, mask, deterministic)
         return jnp.where(is_pad, 0.0, out)
 
 
@@ -302,7 +443,8 @@ def packed_values(critic: TransformerCritic, params: PyTree, state_tok: jax.Arra
     deterministic = dropout_key is None or critic.dropout == 0.0
     return apply_ensemble(critic, params, state_tok, action_tok, layout.is_state, layout.time_index,
                           layout.segment_id, method=TransformerCritic.tokens,
-                          dropout_key=None if deterministic else dropout_key, deterministic=deterministic)
+                          dropout_key=None if deterministic else dropout_key, deterministic=deterministic,
+                          rows=layout.rows)
 
 
 def state_values(critic: TransformerCritic, params: PyTree, states: jax.Array) -> jax.Array:

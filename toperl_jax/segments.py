@@ -237,6 +237,8 @@ class PackedLayout:
         row: [N] int32, row number clipped to [0, R − 1] (safe for gathers; use `segment_id` for masks).
         pos_in_row: [N] int32, 0 for the state token, l for the l-th action token (l = 1 … ℓ); 0 for padding.
         in_row: [N] bool, segment_id ≥ 0.
+        width_index: [] int32, index of the row width ℓ + 1 in `widths`.
+        widths: static, ℓ + 1 for every candidate length ℓ (`segment_lengths`).
     """
 
     time_index: jax.Array
@@ -246,6 +248,14 @@ class PackedLayout:
     row: jax.Array
     pos_in_row: jax.Array
     in_row: jax.Array
+    width_index: jax.Array
+    widths: tuple[int, ...] = flax.struct.field(pytree_node=False)
+
+    @property
+    def rows(self) -> tuple[tuple[int, ...], jax.Array]:
+        """`(widths, width_index)`: rows of `widths[width_index]` tokens from token 0, padding after them; the
+        critic then attends inside each row only (`TransformerCritic.tokens(rows=...)`)."""
+        return self.widths, self.width_index
 
     @property
     def is_action(self) -> jax.Array:
@@ -281,9 +291,12 @@ def packed_layout(seg: Segmentation, T: int | None = None, budget: int | None = 
     in_row = row < seg.num_rows
     time = seg.offset + row * seg.length + jnp.maximum(pos - 1, 0)
     time = jnp.where(in_row, time, 0)
+    lengths = _lengths(T, seg.max_num_segments)
     return PackedLayout(time_index=time, is_state=in_row & (pos == 0), segment_id=jnp.where(in_row, row, -1),
                         valid=in_row & (time < T), row=jnp.minimum(row, R - 1),
-                        pos_in_row=jnp.where(in_row, pos, 0), in_row=in_row)
+                        pos_in_row=jnp.where(in_row, pos, 0), in_row=in_row,
+                        width_index=jnp.searchsorted(jnp.asarray(lengths, jnp.int32), seg.length).astype(jnp.int32),
+                        widths=tuple(length + 1 for length in lengths))
 
 
 def attention_mask(layout: PackedLayout) -> jax.Array:
