@@ -84,8 +84,9 @@ class Progress:
     """
 
     def __init__(self, total_iterations: int, env_steps_per_iteration: int, width: int = 20,
-                 initial_env_steps: int = 0):
+                 initial_env_steps: int = 0, unit: str = "env steps"):
         self.total = total_iterations
+        self.unit = unit  # what the steps count (an offline learner: "grad steps")
         self.steps_per_it = env_steps_per_iteration
         self.initial_env_steps = initial_env_steps  # taken before iteration 1 (a buffer warm-up)
         self.width = width
@@ -109,7 +110,7 @@ class Progress:
         rate = self.rate(iteration)
         eta = (self.total - iteration) / rate if rate > 0 else float("nan")
         parts = [f"[{'#' * filled}{'-' * (self.width - filled)}] {100 * frac:3.0f}% it {iteration}/{self.total}",
-                 f"{_count(self.initial_env_steps + iteration * self.steps_per_it)} env steps",
+                 f"{_count(self.initial_env_steps + iteration * self.steps_per_it)} {self.unit}",
                  f"{rate:.2f} it/s" if math.isfinite(rate) else "-- it/s", f"ETA {_clock(eta)}"]
         if values:
             parts.append("  ".join(f"{k} {v:.3g}" for k, v in values.items()))

@@ -1,9 +1,10 @@
-"""The host loop of the TOP-ERL variants: the jitted program in chunks, evaluation, logging, checkpoints.
+"""The host loop of every variant: the jitted program in chunks, evaluation, logging, checkpoints.
 
 A variant builds a `Program` (pure single-seed functions) and hands it to `run`, which vmaps it over seeds,
 jits it, runs `eval_interval` iterations per call and, between calls, evaluates, logs to TensorBoard, prints
 a progress line and saves an orbax checkpoint (`--resume` continues exactly). `run_if` gates an update
-inside the jitted iteration.
+inside the jitted iteration. The TOP-ERL variants use `Program`'s defaults; QT (offline, evaluated by its own
+policy's rollouts, counting gradient steps) sets its optional fields.
 """
 
 from __future__ import annotations
@@ -35,11 +36,23 @@ class Program(NamedTuple):
 
     init: Callable  # init(key) -> train state
     run_chunk: Callable  # run_chunk(state, first_it) -> (state, {name: [eval_interval]})
-    evaluate: Callable  # evaluate(policy_params, key) -> {name: []}
-    rollout: Callable  # rollout(policy_params, key, num_episodes, deterministic) -> (episodes, final, stats)
-    task: EpisodicTask
-    learner: Any  # the variant's static learner (its T and dt are reported)
+    evaluate: Callable  # evaluate(eval_params(state), key) -> {name: []}
+    rollout: Callable | None  # rollout(policy_params, key, num_episodes, deterministic) -> (episodes, final, stats)
+    task: EpisodicTask  # or any env with `name` and `episode_length` (`compiler_options` if it has them)
+    learner: Any  # the variant's static learner (the default header reports its T and dt)
     initial_env_steps: int = 0  # env steps `init` takes (a buffer warm-up), counted before iteration 1
+    # --- optional; the defaults are the TOP-ERL family's
+    eval_params: Callable | None = None  # state -> what `evaluate` evaluates (default: state.policy.params)
+    eval_salt: int = 0x5EED  # folded into seed i's key PRNGKey(seed + i) to derive its evaluation keys
+    host_metrics: Callable | None = None  # {name: [seeds] float64} of an evaluation -> more metrics, on the host
+    steps_per_iteration: int | None = None  # the x-axis steps of an iteration (default: num_envs × episode length)
+    step_unit: str = "env_steps"  # their name in the history, summary.json and the progress line
+    score: str | None = None  # the evaluation metric that ranks (best, final_mean; default: is_success, else return)
+    headline: tuple[str, ...] = ("eval/is_success", "eval/max_height", "eval/return", "critic/critic_loss",
+                                 "policy/entropy")  # the metrics on the progress line, where logged
+    saved_info: dict | None = None  # set-up facts args.json records beside the flags; --resume requires them equal
+    summary_info: dict | None = None  # the head of summary.json (default: the flags task and env)
+    header: str | None = None  # the run's description on the first console line (default: task, budget, T)
 
 
 def nan_like(fn, *a):
@@ -114,10 +127,14 @@ class _NoLogger:
     flush = close = scalars
 
 
-def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, list[int]]) -> list[dict]:
-    """Final and best evaluation metrics per seed (best = highest success if the task has it, else return); a
-    diverged seed's are its last finite ones (its later entries in `history` are null)."""
-    key = "eval/is_success" if "eval/is_success" in history[-1] else "eval/return"
+def _score_key(history: list[dict], score: str | None) -> str:
+    """The evaluation metric that ranks: `score`, else success if the task has it, else return."""
+    return score or ("eval/is_success" if "eval/is_success" in history[-1] else "eval/return")
+
+
+def _per_seed_summary(history: list[dict], num_seeds: int, diverged: dict[int, list[int]], key: str) -> list[dict]:
+    """Final and best evaluation metrics per seed (best = highest `key`); a diverged seed's are its last finite
+    ones (its later entries in `history` are null)."""
     out = []
     for s in range(num_seeds):
         rows = [{n: v[s] if isinstance(v, list) else v for n, v in h.items()} for h in history]
@@ -164,13 +181,27 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def use_compile_cache(args) -> None:
+    """Point JAX's persistent compilation cache at `args.compile_cache` ('' disables; a cache dir already set wins)."""
+    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+
+
+def seed_keys(seed: int, num_seeds: int, eval_salt: int = 0x5EED) -> tuple[np.ndarray, np.ndarray]:
+    """(training keys, evaluation keys) [num_seeds, 2] on the host: seed i of a run uses PRNGKey(seed + i), its
+    evaluation keys fold_in(that key, eval_salt) (and the evaluation after iteration it: fold_in(…, it))."""
+    keys = np.stack([np.asarray(jax.random.PRNGKey(seed + i)) for i in range(num_seeds)])
+    return keys, np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, eval_salt))(keys))
+
+
 def run(args, program: Program, max_chunks: int | None = None, verbose: bool = True, *, title: str = "TOP-ERL",
         render_final: Callable | None = None, devices=None) -> dict:
     """Train (or continue with `args.resume`) and return the summary dict (also written to run_dir/summary.json).
 
-    `args` is a variant's flags (the fields read here: seed, num_seeds, iterations, num_envs, eval_interval,
-    checkpoint_interval, run_dir, resume, compile_cache, task, env, video). `max_chunks` stops after that many
-    chunks in this call (a checkpoint is written); `--resume` continues it exactly.
+    `args` is a variant's flags (the fields read here: seed, num_seeds, iterations, eval_interval,
+    checkpoint_interval, run_dir, resume, compile_cache; overwrite, video, distributed where they exist; task, env
+    and num_envs unless `program` says otherwise). `max_chunks` stops after that many chunks in this call (a
+    checkpoint is written); `--resume` continues it exactly.
     `render_final(args, program, state, run_dir, say)` renders the final policy for `--video`. The seeds are
     split over `devices` (default: all devices; `seed_sharding`); under `jax.distributed` (`init_distributed`)
     every process runs this loop in step, and process 0 writes the run directory.
@@ -178,9 +209,9 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     lead = jax.process_index() == 0
     say = print if verbose and lead else (lambda *a, **k: None)
     warn = (lambda m: print(m, file=sys.stderr)) if lead else (lambda m: None)
-    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
+    use_compile_cache(args)
     init, run_chunk, evaluate, task = program.init, program.run_chunk, program.evaluate, program.task
+    eval_params = program.eval_params or (lambda s: s.policy.params)
     run_dir = args.run_dir
     # A run directory belongs to one run; decided before anything is created or compiled.
     if args.resume and not ckpt.has_checkpoint(run_dir):
@@ -193,14 +224,14 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     if taken and lead:
         remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args_json = ckpt.run_flags(args)
+    args_json = {**ckpt.run_flags(args), **(program.saved_info or {})}
     shard = seed_sharding(args.num_seeds, devices)
     # host values (the same on every process) → the seed-split arrays
     place = jnp.asarray if shard is None else (lambda x: jax.device_put(np.asarray(x), shard))
-    host_keys = np.stack([np.asarray(jax.random.PRNGKey(args.seed + i)) for i in range(args.num_seeds)])
+    host_keys, eval_keys = seed_keys(args.seed, args.num_seeds, program.eval_salt)
     keys = place(host_keys)
-    eval_keys = np.asarray(jax.vmap(lambda k: jax.random.fold_in(k, 0x5EED))(host_keys))
-    opts = task.compiler_options(platform=(devices or jax.devices())[0].platform)
+    options = getattr(task, "compiler_options", None)
+    opts = options(platform=(devices or jax.devices())[0].platform) if options else None
     if args.resume:  # only the shapes (and placement): the values come from the checkpoint
         state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard),
                              jax.eval_shape(jax.vmap(init), keys))
@@ -212,6 +243,10 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         # a flag added since the run was saved counts as saved with its default
         ckpt.check_same_flags(ckpt.saved_args(run_dir / "args.json", args), args_json)
         state, meta, _ = ckpt.restore(mgr, state, say=warn)
+        if "chunk" not in meta:
+            raise UsageError(f"--resume: the checkpoint in {run_dir / 'checkpoints'} was written by an older host "
+                             "loop (QT's own, before it used this runner); resume it with that version of the code, "
+                             "or start the run again with --overwrite")
         chunk, history, wall_before = meta["chunk"], meta["history"], meta["wall_time"]
         diverged = {int(i): v for i, v in meta.get("diverged", {}).items()}
         say(f"resumed {run_dir} at iteration {min(chunk * args.eval_interval, args.iterations)}")
@@ -222,25 +257,33 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
                     donate_argnums=0, compiler_options=opts)
     eval_fn = _jit(jax.vmap(evaluate), (True, True), shard, compiler_options=opts)
     logger = RunLogger(run_dir, args.num_seeds) if lead else _NoLogger()
-    steps_per_it = args.num_envs * task.episode_length
-    progress = Progress(args.iterations, steps_per_it, initial_env_steps=program.initial_env_steps)
+    steps_per_it = program.steps_per_iteration
+    if steps_per_it is None:
+        steps_per_it = args.num_envs * task.episode_length
+    unit = program.step_unit
+    progress = Progress(args.iterations, steps_per_it, initial_env_steps=program.initial_env_steps,
+                        unit=unit.replace("_", " "))
     num_chunks = math.ceil(args.iterations / args.eval_interval)
-    learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
-        if program.learner.T != task.episode_length else ""
     on = "" if shard is None else f" on {shard.mesh.size} devices"
-    say(f"{title} on {task.name} (preset {args.task}): {args.iterations} iterations × {args.num_envs} episodes × "
-        f"T={task.episode_length}{learner_T}, {args.num_seeds} seed(s){on}, logs in {run_dir}")
+    header = program.header
+    if header is None:
+        learner_T = f" (learner: {program.learner.T} steps of {program.learner.dt:g} s)" \
+            if program.learner.T != task.episode_length else ""
+        header = (f"{task.name} (preset {args.task}): {args.iterations} iterations × {args.num_envs} episodes × "
+                  f"T={task.episode_length}{learner_T}")
+    say(f"{title} on {header}, {args.num_seeds} seed(s){on}, logs in {run_dir}")
 
     def do_eval(it):
-        m = _to_host(eval_fn(state.policy.params, place(jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys))))
+        m = _to_host(eval_fn(eval_params(state), place(jax.vmap(lambda k: jax.random.fold_in(k, it))(eval_keys))))
+        if program.host_metrics is not None:
+            m.update(program.host_metrics(m))
         return {f"eval/{n}": v for n, v in m.items()}
 
     if chunk == 0:
         ev = do_eval(0)
         logger.scalars(ev, program.initial_env_steps)
-        history.append({"iteration": 0, "env_steps": program.initial_env_steps,
-                        **{n: v.tolist() for n, v in ev.items()}})
-        say(progress.line(0, _headline(ev)))
+        history.append({"iteration": 0, unit: program.initial_env_steps, **{n: v.tolist() for n, v in ev.items()}})
+        say(progress.line(0, _headline(program.headline, ev)))
     t_start, chunks_run = time.perf_counter(), 0
     stopped = np.isin(np.arange(args.num_seeds), list(diverged))
     while chunk < num_chunks and (max_chunks is None or chunks_run < max_chunks) and not stopped.all():
@@ -264,28 +307,28 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
                      for n, v in metrics.items()}
         ev = {n: np.where(stopped, np.nan, v) for n, v in do_eval(it).items()}
         wall = wall_before + time.perf_counter() - t_start
-        env_steps = program.initial_env_steps + it * steps_per_it
+        steps = program.initial_env_steps + it * steps_per_it
         logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall),
-                        "charts/iteration": np.full(args.num_seeds, it)}, env_steps)
-        history.append({"iteration": it, "env_steps": env_steps, "wall_time": wall,
+                        "charts/iteration": np.full(args.num_seeds, it)}, steps)
+        history.append({"iteration": it, unit: steps, "wall_time": wall,
                         **{n: [None if d else x for x, d in zip(v.tolist(), stopped)] for n, v in ev.items()}})
         if chunks_run == 1:
             progress.start(it)
-        say(progress.line(it, _headline(ev, train)))
+        say(progress.line(it, _headline(program.headline, ev, train)))
         logger.flush()
-        summary = write_summary(args, run_dir, history, diverged, lead)  # every chunk: a crash keeps the run so far
+        summary = write_summary(args, run_dir, history, diverged, lead, program)  # every chunk: a crash keeps the run
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0 or stopped.all()
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall,
                                           "diverged": {str(i): v for i, v in diverged.items()}})
     logger.close()
-    summary = write_summary(args, run_dir, history, diverged, lead)
+    summary = write_summary(args, run_dir, history, diverged, lead, program)
     if stopped.all():
         say(f"stopped: every seed diverged; the last finite evaluations are in {run_dir / 'summary.json'}")
     elif chunk == num_chunks:
-        say(f"done: {summary['env_steps']} env steps in {summary['wall_time']:.0f} s; summary in "
+        say(f"done: {summary[unit]} {unit.replace('_', ' ')} in {summary['wall_time']:.0f} s; summary in "
             f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
-        if args.video and render_final is not None and jax.process_count() == 1:
+        if getattr(args, "video", False) and render_final is not None and jax.process_count() == 1:
             render_final(args, program, state, run_dir, say)
     summary["state"] = state
     return summary
@@ -304,14 +347,21 @@ def remove_run(run_dir: pathlib.Path) -> None:
 
 
 def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]],
-                  write: bool = True) -> dict:
-    """run_dir/summary.json from the evaluation history so far (final and best per seed; `diverged`: seed index →
-    [first, last] iteration of the chunk after which its state was non-finite), written atomically if `write`."""
-    summary = {"task": args.task, "env": args.env, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
-               "env_steps": history[-1]["env_steps"], "wall_time": history[-1].get("wall_time", 0.0),
-               "seeds": [args.seed + i for i in range(args.num_seeds)],
-               "git_commit": git_commit(), "per_seed": _per_seed_summary(history, args.num_seeds, diverged),
-               "history": history}
+                  write: bool = True, program: Program | None = None) -> dict:
+    """run_dir/summary.json from the evaluation history so far (final and best per seed, the mean and std of the
+    finals of the ranking metric; `diverged`: seed index → [first, last] iteration of the chunk after which its
+    state was non-finite), written atomically if `write`. `program` supplies the head, step unit and score."""
+    unit = program.step_unit if program else "env_steps"
+    key = _score_key(history, program.score if program else None)
+    head = program.summary_info if program and program.summary_info is not None else {"task": args.task,
+                                                                                       "env": args.env}
+    per_seed = _per_seed_summary(history, args.num_seeds, diverged, key)
+    finals = np.asarray([p["final"][key] for p in per_seed], np.float64)
+    summary = {**head, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
+               unit: history[-1][unit], "wall_time": history[-1].get("wall_time", 0.0),
+               "seeds": [args.seed + i for i in range(args.num_seeds)], "git_commit": git_commit(),
+               "score_key": key, "final_mean": float(finals.mean()), "final_std": float(finals.std()),
+               "per_seed": per_seed, "history": history}
     if write:
         tmp = run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1))
@@ -319,21 +369,14 @@ def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: di
     return summary
 
 
-def _headline(ev: dict, train: dict | None = None) -> dict[str, float]:
-    """A few numbers for the progress line (mean over the seeds still running)."""
+def _headline(names: tuple[str, ...], ev: dict, train: dict | None = None) -> dict[str, float]:
+    """The metrics `names` for the progress line (mean over the seeds still running): evaluation ones wherever
+    logged, training ones where finite for some seed."""
+    out = {}
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # every seed stopped: the mean is NaN
-        return _seed_means(ev, train)
-
-
-def _seed_means(ev: dict, train: dict | None) -> dict[str, float]:
-    out = {}
-    for name in ("eval/is_success", "eval/max_height", "eval/return"):
-        if name in ev:
-            out[name.split("/")[1].replace("is_", "")] = float(np.nanmean(ev[name]))
-    if train:
-        for name in ("critic/critic_loss", "policy/entropy"):
-            v = train.get(name)
-            if v is not None and np.isfinite(v).any():
-                out[name.split("/")[1]] = float(np.nanmean(v))
+        for name in names:
+            v = ev.get(name) if name in ev else (train or {}).get(name)
+            if v is not None and (name in ev or np.isfinite(v).any()):
+                out[name.split("/")[1].replace("is_", "")] = float(np.nanmean(v))
     return out
