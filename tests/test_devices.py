@@ -90,6 +90,52 @@ def test_top_erl_on_four_devices_matches_one_device(tmp_path):
         np.testing.assert_allclose(x, np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
+_QT = r"""
+import dataclasses, json, pathlib, sys
+import jax, numpy as np
+from tests.test_qt import _reacher_like_dataset
+from variants import qt
+
+root = pathlib.Path(sys.argv[1])
+a = dataclasses.replace(qt.PRESETS["tiny"], dataset=str(_reacher_like_dataset(root / "reacher-test-v0.hdf5")),
+                        logdir=str(root), run_name="four", compile_cache="", num_seeds=4, iterations=3,
+                        steps_per_iter=20, selection="first")
+qt.run(a, max_chunks=1, verbose=False)
+s = qt.run(dataclasses.replace(a, resume=True), verbose=False)
+print("RESULT" + json.dumps({"history": s["history"], "devices": len(jax.tree.leaves(s["state"])[0].sharding.device_set),
+                             "params": [np.asarray(x).tolist() for x in jax.tree.leaves((s["state"].actor,
+                                                                                        s["state"].critic))]}))
+"""
+
+
+@pytest.mark.slow
+def test_qt_on_four_devices_matches_one_device(tmp_path):
+    """QT (offline, on the same runner) with 4 seeds split over 4 forced host devices, resumed after the first
+    chunk: seed 0 equals seed 0 trained alone on one device in every evaluation and parameter, to float32 rounding.
+    (η = 1 trains actor and critics; the evaluation runs the first return target (`--selection first`): an argmax
+    over an untrained critic's close candidate values flips under float32 rounding and changes an evaluation by
+    percents, which would hide what is compared.)"""
+    import dataclasses
+
+    from tests.test_qt import _reacher_like_dataset
+    from variants import qt
+
+    four = _on_four_devices(_QT, tmp_path)
+    a = dataclasses.replace(qt.PRESETS["tiny"], dataset=str(_reacher_like_dataset(tmp_path / "one.hdf5")),
+                            logdir=str(tmp_path), run_name="one", compile_cache="", num_seeds=1, iterations=3,
+                            steps_per_iter=20, selection="first", checkpoint_interval=0)
+    one = qt.run(a, verbose=False)
+    assert four["devices"] == 4 and [h["iteration"] for h in four["history"]] == [0, 1, 2, 3]
+    assert len({round(r, 5) for r in four["history"][-1]["eval/return"]}) == 4  # the seeds differ
+    for x, y in zip(four["history"], one["history"], strict=True):
+        for n in x:
+            if n.startswith("eval/"):
+                np.testing.assert_allclose(x[n][0], y[n][0], rtol=1e-4, atol=1e-5, err_msg=n)
+    ref = jax.tree.leaves((one["state"].actor, one["state"].critic))
+    for x, y in zip(four["params"], ref, strict=True):
+        np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[0], rtol=1e-4, atol=1e-5)
+
+
 _PROCESS = r"""
 import os, sys
 from tests.test_runner import _Args, _program

@@ -214,7 +214,7 @@ def test_qt_counts_rewards_until_the_first_done(tmp_path, monkeypatch):
     args = dataclasses.replace(qt.PRESETS["tiny"], dataset=str(path), logdir=str(tmp_path), compile_cache="")
     prog = qt.make_train(args)
     state = prog.init(jax.random.PRNGKey(0))
-    out = jax.jit(prog.evaluate)(state.actor, state.critic_target, jax.random.PRNGKey(1))
+    out = jax.jit(prog.evaluate)((state.actor, state.critic_target), jax.random.PRNGKey(1))
     assert float(out["return"]) == pytest.approx(28.0)
     assert float(out["episode_length"]) == pytest.approx(7.0)
 
@@ -226,14 +226,14 @@ def test_qt_counts_rewards_until_the_first_done(tmp_path, monkeypatch):
     for name in ("q1_out", "q2_out"):
         flat[name] = {"kernel": jnp.zeros_like(flat[name]["kernel"]), "bias": jnp.full_like(flat[name]["bias"], b)}
     const = {"params": flat}
-    out = jax.jit(prog.evaluate)(state.actor, const, jax.random.PRNGKey(1))
+    out = jax.jit(prog.evaluate)((state.actor, const), jax.random.PRNGKey(1))
     assert float(out["q_candidate_rtg"]) == pytest.approx((b - 3.5) / args.discount, rel=1e-5)
     assert float(out["q_candidate_share"]) == 0.0
     soft = qt.make_train(dataclasses.replace(args, selection="softmax", num_eval_episodes=200))
-    out = jax.jit(soft.evaluate)(state.actor, const, jax.random.PRNGKey(2))
+    out = jax.jit(soft.evaluate)((state.actor, const), jax.random.PRNGKey(2))
     assert float(out["q_candidate_share"]) == pytest.approx(1 / args.num_candidates, abs=0.06)  # 1200 draws, σ 0.0125
     no_q = qt.make_train(dataclasses.replace(args, q_candidate=False))
-    assert "q_candidate_share" not in jax.jit(no_q.evaluate)(state.actor, const, jax.random.PRNGKey(1))
+    assert "q_candidate_share" not in jax.jit(no_q.evaluate)((state.actor, const), jax.random.PRNGKey(1))
 
 
 @pytest.mark.slow  # ~200 s on 2 CPU cores (brax PPO, rollouts and QT compiles); the default suite's budget is tight

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from toperl_jax import offline
+from toperl_jax import offline, runner
 from toperl_jax.cli import UsageError
 
 from variants import qt
@@ -87,15 +87,16 @@ def test_causal_masking_of_the_policy(prog, tiny):
     """Changing step p's tokens leaves the predictions at earlier steps unchanged; the state token at p changes
     the action predicted at p, and a padded step's inputs change nothing at valid steps."""
     K, S, A = tiny.context_len, 9, 2
-    params = prog.actor.init(jax.random.PRNGKey(1), jnp.zeros((1, K, S)), jnp.zeros((1, K, A)), jnp.zeros((1, K)),
-                             jnp.zeros((1, K), jnp.int32), jnp.ones((1, K)))
+    actor = prog.learner.actor
+    params = actor.init(jax.random.PRNGKey(1), jnp.zeros((1, K, S)), jnp.zeros((1, K, A)), jnp.zeros((1, K)),
+                        jnp.zeros((1, K), jnp.int32), jnp.ones((1, K)))
     rng = np.random.default_rng(2)
     obs = jnp.asarray(rng.normal(size=(1, K, S)), jnp.float32)
     act = jnp.asarray(rng.uniform(-1, 1, size=(1, K, A)), jnp.float32)
     rtg = jnp.asarray(rng.normal(size=(1, K)), jnp.float32)
     ts = jnp.arange(K, dtype=jnp.int32)[None]
     mask = jnp.ones((1, K))
-    f = jax.jit(lambda o, a, r, m: prog.actor.apply(params, o, a, r, ts, m))
+    f = jax.jit(lambda o, a, r, m: actor.apply(params, o, a, r, ts, m))
     a0, s0 = f(obs, act, rtg, mask)
     p = 2
     for field in ("obs", "act", "rtg"):
@@ -127,10 +128,11 @@ def test_argmax_selection_picks_the_highest_q_candidate(prog, tiny):
     ts = jnp.broadcast_to(jnp.arange(K, dtype=jnp.int32), (E, C, K))
     mask = jnp.ones((E, C, K))
     s_now = obs[:, 0, -1]
-    a, idx, q, cands = jax.jit(prog.choose_action)(st.actor, st.critic, obs, acts, rtg, ts, mask, s_now,
+    a, idx, q, cands = jax.jit(prog.learner.choose_action)(st.actor, st.critic, obs, acts, rtg, ts, mask, s_now,
                                                    jax.random.PRNGKey(4))
     # independent: Q of every candidate with the critic directly
-    q_ref = np.min(np.asarray(prog.critic.apply(st.critic, jnp.broadcast_to(s_now[:, None], (E, C, S)), cands)), 0)
+    q_ref = np.min(np.asarray(prog.learner.critic.apply(st.critic, jnp.broadcast_to(s_now[:, None], (E, C, S)),
+                                                        cands)), 0)
     np.testing.assert_allclose(np.asarray(q), q_ref, rtol=1e-5, atol=1e-6)
     assert np.asarray(idx).tolist() == np.argmax(q_ref, axis=1).tolist()
     np.testing.assert_allclose(np.asarray(a), np.asarray(cands)[np.arange(E), np.argmax(q_ref, 1)], atol=1e-6)
@@ -220,7 +222,8 @@ def test_tiny_end_to_end_run(tiny, prog, uninterrupted):
     final = saved["per_seed"][0]["final"]
     assert final["iteration"] == 3 and saved["iterations_done"] == 3 and np.isfinite(final["eval/return"])
     np.testing.assert_allclose(final["eval/normalized_score"], 100 * (final["eval/return"] + 8.0) / 18.0, rtol=1e-6)
-    assert any(k.startswith("best_over_training") for k in saved["per_seed"][0])
+    assert saved["per_seed"][0]["best_by"] == "eval/normalized_score" and "best" in saved["per_seed"][0]
+    assert [h["iteration"] for h in saved["history"]] == [0, 1, 2, 3]  # and the untrained policy's evaluation
     assert (run_dir / "checkpoints").is_dir() and list((run_dir / "seed_0").glob("events.*"))
     st = summary["state"]
     assert int(st.step[0]) == 60
@@ -259,6 +262,10 @@ def test_resume_continues_exactly(tiny, uninterrupted, tmp_path):
                                dataset=str(data))
     first = qt.run(args, max_chunks=2, verbose=False)
     assert first["iterations_done"] == 2 and int(first["state"].step[0]) == 40
+    on_disk = json.loads((tmp_path / "split" / "summary.json").read_text())  # written at every chunk
+    assert on_disk["iterations_done"] == 2 and on_disk["history"] == first["history"]
+    with pytest.raises(ValueError, match="split already holds a run: continue it with --resume"):
+        qt.run(args, verbose=False)  # a new run where one is: refused, nothing touched
     with pytest.raises(ValueError, match="--resume: flags differ .*--lr: 0.0003 vs 0.5"):
         qt.run(dataclasses.replace(args, resume=True, lr=0.5), verbose=False)
     with pytest.raises(ValueError, match="--iterations: 3 vs 4"):
@@ -266,7 +273,7 @@ def test_resume_continues_exactly(tiny, uninterrupted, tmp_path):
     resumed = qt.run(dataclasses.replace(args, resume=True, compile_cache="~/elsewhere"), verbose=False)
     assert resumed["iterations_done"] == 3
     evals = lambda s: [{n: v for n, v in h.items() if n.startswith("eval/") or n == "iteration"} for h in s["history"]]
-    assert evals(resumed) == evals(uninterrupted) and len(evals(resumed)) == 3
+    assert evals(resumed) == evals(uninterrupted) and len(evals(resumed)) == 4
     final = lambda s: (s["final_mean"], s["final_std"], [  # final and best per seed, without wall times
         {k: {n: x for n, x in v.items() if n != "wall_time"} if isinstance(v, dict) else v for k, v in p.items()}
         for p in s["per_seed"]])
@@ -274,7 +281,7 @@ def test_resume_continues_exactly(tiny, uninterrupted, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, resumed["state"], uninterrupted["state"])
     tb = _tensorboard_scalars(tmp_path / "split" / "seed_0")
     assert tb == _tensorboard_scalars(pathlib.Path(tiny.logdir) / "e2e" / "seed_0")
-    assert sorted(tb["eval/return"]) == [20, 40, 60]
+    assert sorted(tb["eval/return"]) == [0, 20, 40, 60]
     # a different dataset at the saved path
     _reacher_like_dataset(data, seed=1)
     with pytest.raises(ValueError, match="--resume: the dataset .* is not the one the run was trained on"):
@@ -301,8 +308,8 @@ def test_evaluate_only_scores_the_last_checkpoint(tiny, uninterrupted, tmp_path,
     other = dataclasses.replace(args, selection="first", num_eval_episodes=3, eval_seed=5)
     res = qt.run(other, verbose=False)
     st = uninterrupted["state"]
-    _, eval_keys = qt._seed_keys(other)
-    direct = jax.jit(jax.vmap(qt.make_train(other).evaluate))(st.actor, st.critic_target,
+    _, eval_keys = runner.seed_keys(other.seed, other.num_seeds, qt.EVAL_SALT)
+    direct = jax.jit(jax.vmap(qt.make_train(other).evaluate))((st.actor, st.critic_target),
                                                                 qt.heldout_eval_keys(eval_keys, 5))
     np.testing.assert_allclose(res["per_seed"][0]["return"], float(direct["return"][0]), rtol=1e-6)
     assert res["num_candidates"] == 1 and res["num_eval_episodes"] == 3
@@ -325,6 +332,21 @@ def test_evaluate_only_scores_the_last_checkpoint(tiny, uninterrupted, tmp_path,
         qt.run(dataclasses.replace(dt, selection="argmax"), verbose=False)
     with pytest.raises(ValueError, match="--evaluate-only: no checkpoint in .*never/checkpoints"):
         qt.run(dataclasses.replace(args, run_name="never"), verbose=False)
+
+
+def test_a_diverging_run_is_stopped_with_its_last_finite_state(tiny, tmp_path):
+    """Rewards of 1e30 overflow the critic's squared error in the first iteration: both seeds are stopped with
+    their initial state (the runner's divergence guard), the run ends there, and the summary names the iteration
+    and keeps the untrained policy's evaluation as the final one."""
+    path = tmp_path / "huge-v0.hdf5"
+    ds = offline.load_dataset(_reacher_like_dataset(path))
+    offline.save_d4rl_hdf5(path, dataclasses.replace(ds, rewards=np.full_like(ds.rewards, 1e30)))
+    args = dataclasses.replace(tiny, dataset=str(path), logdir=str(tmp_path), num_seeds=2, iterations=3)
+    s = qt.run(args, verbose=False)
+    assert s["iterations_done"] == 1 and [p["diverged_at_iteration"] for p in s["per_seed"]] == [1, 1]
+    assert [p["final"]["iteration"] for p in s["per_seed"]] == [0, 0]
+    assert s["history"][-1]["eval/return"] == [None, None]
+    assert int(s["state"].step[0]) == 0 and all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(s["state"]))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny, tmp_path):

@@ -26,7 +26,9 @@ One gradient step (spec §2, in this order): critic step (n-step targets, clippe
 updated critic (clip, coupled L2 weight decay, Adam) → EMA actor → Polyak critic target. The learning rate
 follows a cosine over iterations (one iteration = `steps_per_iter` steps). Everything inside an iteration is one
 jitted `lax.scan`; `--num-seeds N` vmaps N runs; evaluation is one jitted scan over the episode's steps with all
-episodes × candidates batched.
+episodes × candidates batched. `make_train` builds a `runner.Program` and the shared host loop
+(`toperl_jax.runner.run`) runs it in chunks of `--eval-every` iterations: evaluation, logs, checkpoints,
+`--resume`, divergence, seeds over devices and `--distributed` as for TOP-ERL (docs/runs.md).
 
 Upstream bugs fixed here (spec §7; each is also named where the fix lives):
   §7.1 Q candidate in the wrong units → `_candidate_rtgs` uses (Q̄(s_{t−1}, a_{t−1}) − r_{t−1}) / γ / scale, and
@@ -78,10 +80,9 @@ from flax import struct
 from jax import lax
 
 from toperl_jax import checkpoint as ckpt
-from toperl_jax import cli, envs, offline
+from toperl_jax import cli, envs, offline, runner
 from toperl_jax.cli import UsageError
-from toperl_jax.logger import Progress, RunLogger
-from toperl_jax.offline.evaluation import EvalEnv, make_eval_env
+from toperl_jax.offline.evaluation import make_eval_env
 from toperl_jax.offline.windows import Window, WindowData, prepare_windows, sample_windows
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,13 +203,28 @@ class Args:
     """save an orbax checkpoint every this many evaluations (0: never)"""
     resume: bool = False
     """continue the run in `logdir/run_name` from its last checkpoint (the flags must match the saved ones)"""
+    overwrite: bool = False
+    """replace a run already in `logdir/run_name` (without it, starting a new run there is refused)"""
     compile_cache: str = "~/.cache/toperl-jax/xla"
     """persistent XLA compilation cache ('' disables)"""
+    distributed: bool = False
+    """several processes (hosts) share the seeds: `jax.distributed` (SLURM / Open MPI detected, else the next 3)"""
+    coordinator_address: str | None = None
+    """with --distributed outside SLURM / Open MPI: host:port of process 0"""
+    num_processes: int | None = None
+    """with --distributed outside SLURM / Open MPI: the number of processes"""
+    process_id: int | None = None
+    """with --distributed outside SLURM / Open MPI: this process's index, 0 … num_processes − 1"""
 
     @property
     def run_dir(self) -> pathlib.Path:
         stem = pathlib.Path(self.dataset).stem
         return pathlib.Path(self.logdir) / (self.run_name or f"qt_{stem}_eta{self.eta:g}_s{self.seed}")
+
+    @property
+    def eval_interval(self) -> int:
+        """`--eval-every` under the name the runner reads (iterations per chunk)."""
+        return self.eval_every
 
     @property
     def resolved_selection(self) -> str:
@@ -435,16 +451,18 @@ class QTState:
     key: jax.Array
 
 
-class Program(NamedTuple):
-    init: Callable  # init(key) -> QTState
-    run_iters: Callable  # run_iters(state, num_steps static) -> (state, {name: []} means)
-    evaluate: Callable  # evaluate(actor, critic_target, key) -> {name: []}
-    choose_action: Callable  # see make_train
+class Learner(NamedTuple):
+    """QT's static parts (`runner.Program.learner`; the program's `task` is the evaluation env)."""
+
     actor: DTActor
     critic: TwinQ
-    env: EvalEnv
+    choose_action: Callable  # see make_train
     data: WindowData
-    info: dict
+    info: dict  # what the flags and the dataset resolved to: env, scale, targets, references, state statistics
+
+
+EVAL_SALT = 0xE7A1
+"""Folded into seed i's key PRNGKey(seed + i) to give its evaluation keys (`runner.seed_keys`)."""
 
 
 def cosine_lr(lr0: float, steps_per_iter: int, decay_iters: int | None) -> Callable | float:
@@ -498,8 +516,10 @@ def resolve_dataset(args: Args):
                 "ref_min_score": meta.get("ref_min_score"), "ref_max_score": meta.get("ref_max_score")}
 
 
-def make_train(args: Args) -> Program:
-    """Static set-up (data on the device, networks, optimisers) and the pure functions of one run."""
+def make_train(args: Args) -> runner.Program:
+    """Static set-up (data on the device, networks, optimisers) and the pure single-seed functions of one run, as
+    the `runner.Program` the shared host loop runs: chunks of `--eval-every` iterations, each one `lax.scan` over
+    `--steps-per-iter` gradient steps; evaluation of (actor, target critic) by rollouts in the evaluation env."""
     check_args(args)
     ds, info = resolve_dataset(args)
     try:
@@ -585,9 +605,19 @@ def make_train(args: Args) -> Program:
                       critic_target=critic_target, critic_opt=critic_opt, step=state.step + 1, key=key)
         return new, metrics
 
-    def run_iters(state: QTState, num_steps: int):
-        state, m = lax.scan(train_step, state, None, length=num_steps)
-        return state, jax.tree.map(jnp.mean, m)
+    def iteration(state: QTState):
+        """`steps_per_iter` gradient steps; the metrics' means over them."""
+        state, m = lax.scan(train_step, state, None, length=args.steps_per_iter)
+        return state, {f"train/{n}": jnp.mean(v) for n, v in m.items()}
+
+    def run_chunk(state: QTState, first_it):
+        """Iterations first_it … first_it + eval_every − 1 (those past `iterations` are skipped): the new state and
+        the per-iteration metrics `{name: [eval_every]}` (NaN where skipped)."""
+
+        def body(s, i):
+            return runner.run_if(first_it + i <= args.iterations, iteration, s)
+
+        return lax.scan(body, state, jnp.arange(args.eval_every, dtype=jnp.int32))
 
     # --- inference
     mode = args.resolved_selection
@@ -634,11 +664,13 @@ def make_train(args: Args) -> Program:
             rows = rows.at[:, -1, -1].set(jnp.where(t > 0, cand, rows[:, -1, -1]))
         return rows
 
-    def evaluate(actor_params, critic_params, key):
-        """E episodes with candidate selection; means of {return, episode_length, final task metrics}, and with a Q
-        candidate its diagnostics: q_candidate_share (fraction of the steps t > 0 that executed the critic's row)
-        and q_candidate_rtg (that row's current RTG, raw units, averaged over those steps). Rewards count until an
-        episode's first `done` (locomotion terminations); the env keeps stepping afterwards."""
+    def evaluate(params, key):
+        """(actor, target critic) `params` on E episodes with candidate selection; means of {return, episode_length,
+        final task metrics}, and with a Q candidate its diagnostics: q_candidate_share (fraction of the steps t > 0
+        that executed the critic's row) and q_candidate_rtg (that row's current RTG, raw units, averaged over those
+        steps). Rewards count until an episode's first `done` (locomotion terminations); the env keeps stepping
+        afterwards."""
+        actor_params, critic_params = params
         k_reset, key = jax.random.split(key)
         env0 = jax.vmap(env.reset)(jax.random.split(k_reset, E))
         carry = {"env": env0, "obs": jnp.zeros((E, K, S)), "act": jnp.zeros((E, K, A)),
@@ -678,11 +710,24 @@ def make_train(args: Args) -> Program:
             out.update(q_candidate_share=jnp.sum(c["q_chosen"]) / n_q, q_candidate_rtg=jnp.sum(c["q_rtg"]) / n_q)
         return out
 
-    return Program(init, run_iters, evaluate, choose_action, actor, critic, env, data, info)
+    ref, has_ref = _references(info)
+    resolved = _resolved(info)
+    return runner.Program(
+        init, run_chunk, evaluate, None, env, Learner(actor, critic, choose_action, data, info),
+        eval_params=lambda s: (s.actor, s.critic_target), eval_salt=EVAL_SALT,
+        host_metrics=(lambda m: {"normalized_score": offline.normalized_score(m["return"], *ref)}) if has_ref else None,
+        steps_per_iteration=args.steps_per_iter, step_unit="grad_steps",
+        score="eval/normalized_score" if has_ref else "eval/return",
+        headline=("eval/return", "eval/normalized_score", "train/bc_action", "train/critic_loss"),
+        saved_info={"resolved": resolved},
+        summary_info={"dataset": args.dataset, "env": env.name, "eta": args.eta, "selection": mode,
+                      "iterations": args.iterations, "steps_per_iter": args.steps_per_iter, "resolved": resolved},
+        header=f"{pathlib.Path(args.dataset).name} → {env.name}: eta {args.eta}, selection {mode}, "
+               f"{args.iterations} iterations × {args.steps_per_iter} gradient steps")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Host loop: chunks of `eval_every` iterations, evaluation, logging, checkpoints, --resume
+# Host entry point: the shared runner trains; --evaluate-only re-evaluates a checkpoint
 
 def _resolved(info: dict) -> dict:
     """The dataset-derived settings saved in args.json (JSON-normalised, so that saved and current compare)."""
@@ -711,37 +756,15 @@ def _check_same_data(saved: dict, resolved: dict, dataset: str, what: str) -> No
                          + ", ".join(f"{n}: {a} vs {b}" for n, (a, b) in diff.items()))
 
 
-def _seed_keys(args: Args):
-    """(training keys, evaluation keys) [num_seeds, 2]: seed i of the run uses PRNGKey(seed + i)."""
-    keys = jnp.stack([jax.random.PRNGKey(args.seed + i) for i in range(args.num_seeds)])
-    return keys, jax.vmap(lambda k: jax.random.fold_in(k, 0xE7A1))(keys)
-
-
-def _restore(prog: Program, run_dir: pathlib.Path, args: Args, keys, what: str):
-    """(manager, state, meta) of the run's last checkpoint, checked against `--steps-per-iter`."""
-    mgr = ckpt.manager(run_dir)
-    state, meta, _ = ckpt.restore(mgr, jax.eval_shape(jax.vmap(prog.init), keys),
-                                  say=lambda m: print(m, file=sys.stderr))
-    it = meta["iteration"]
-    if int(state.step[0]) != it * args.steps_per_iter:
-        raise UsageError(f"{what}: the checkpoint of iteration {it} in {run_dir / 'checkpoints'} holds "
-                         f"{int(state.step[0])} gradient steps, not {it} × --steps-per-iter {args.steps_per_iter}")
-    return mgr, state, meta
-
-
-def _references(info: dict, say) -> tuple[tuple, bool]:
-    """The dataset's (random, expert) reference returns and whether they give a normalised score (else warn)."""
+def _references(info: dict, say=None) -> tuple[tuple, bool]:
+    """The dataset's (random, expert) reference returns and whether they give a normalised score (else `say` a
+    warning)."""
     ref = (info["ref_min_score"], info["ref_max_score"])
     has_ref = offline.references_usable(*ref)
-    if None not in ref and not has_ref:
+    if say is not None and None not in ref and not has_ref:
         say(f"WARNING: the dataset's expert reference return {ref[1]:.4g} is not above its random one {ref[0]:.4g}; "
             "no normalised score is reported (raw returns only, and the best evaluation is picked by return)")
     return ref, has_ref
-
-
-def _use_compile_cache(args: Args) -> None:
-    if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.compile_cache).expanduser()))
 
 
 def heldout_eval_keys(eval_keys, eval_seed: int):
@@ -773,21 +796,27 @@ def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
     if args.resolved_selection != "first" and not dataclasses.replace(args, selection=saved["selection"]).train_critic:
         raise UsageError(f"--selection: the run in {run_dir} trained no critic (--eta 0, selection first), so only "
                          f"--selection first can evaluate it, got {args.resolved_selection}")
-    _use_compile_cache(args)
+    runner.use_compile_cache(args)
     prog = make_train(args)
-    _check_same_data(saved, _resolved(prog.info), args.dataset, what)
-    keys, eval_keys = _seed_keys(args)
-    mgr, state, meta = _restore(prog, run_dir, args, keys, what)
+    info = prog.learner.info
+    _check_same_data(saved, _resolved(info), args.dataset, what)
+    keys, eval_keys = runner.seed_keys(args.seed, args.num_seeds, EVAL_SALT)
+    shard = runner.seed_sharding(args.num_seeds)  # the seeds on the devices that trained them
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard),
+                        jax.eval_shape(jax.vmap(prog.init), jnp.asarray(keys)))
+    mgr = ckpt.manager(run_dir)
+    state, meta, _ = ckpt.restore(mgr, like, say=lambda m: print(m, file=sys.stderr))
     mgr.close()
-    ref, has_ref = _references(prog.info, say)
+    iteration = meta["history"][-1]["iteration"]
+    _, has_ref = _references(info, say)
     t0 = time.perf_counter()
     ev = {n: np.asarray(v, np.float64) for n, v in jax.jit(jax.vmap(prog.evaluate))(
-        state.actor, state.critic_target, heldout_eval_keys(eval_keys, args.eval_seed)).items()}
+        prog.eval_params(state), heldout_eval_keys(eval_keys, args.eval_seed)).items()}
     if has_ref:
-        ev["normalized_score"] = offline.normalized_score(ev["return"], *ref)
+        ev.update(prog.host_metrics(ev))
     key = "normalized_score" if has_ref else "return"
     sel = args.resolved_selection
-    result = {"run_dir": str(run_dir), "dataset": args.dataset, "checkpoint_iteration": meta["iteration"],
+    result = {"run_dir": str(run_dir), "dataset": args.dataset, "checkpoint_iteration": iteration,
               "selection": sel, "num_candidates": 1 if sel == "first" else args.num_candidates,
               **({} if sel == "first" else {"candidate_noise": args.candidate_noise, "q_candidate": args.q_candidate}),
               "num_eval_episodes": args.num_eval_episodes, "eval_seed": args.eval_seed, "score_key": key,
@@ -797,109 +826,33 @@ def evaluate_checkpoint(args: Args, verbose: bool = True) -> dict:
               "wall_time_s": time.perf_counter() - t0}
     out = run_dir / eval_file_name(args)
     out.write_text(json.dumps(result, indent=1))
-    say(f"{run_dir} at iteration {meta['iteration']}, selection {sel}, {args.num_eval_episodes} episodes × "
+    say(f"{run_dir} at iteration {iteration}, selection {sel}, {args.num_eval_episodes} episodes × "
         f"{args.num_seeds} seed(s): {key} {result['mean']:.2f} ± {result['std']:.2f}; written to {out}")
     return result
 
 
 def run(args: Args, max_chunks: int | None = None, verbose: bool = True) -> dict:
-    """Train (or continue with `args.resume`) and evaluate; returns the summary (also written to
-    run_dir/summary.json) plus the final `state`. With `args.evaluate_only`: `evaluate_checkpoint`.
+    """Train (or continue with `args.resume`) with the shared host loop (`toperl_jax.runner.run`) and return its
+    summary (also written to run_dir/summary.json) plus the final `state`. With `args.evaluate_only`:
+    `evaluate_checkpoint`.
 
-    One chunk = `eval_every` iterations, then an evaluation. `max_chunks` stops after that many chunks in this call
-    (a checkpoint is written), e.g. to split a run across jobs; `--resume` then continues it exactly: parameters,
-    optimiser states (hence the cosine position), EMA actor, target critics, the training key and the step count
-    come from the checkpoint, the evaluation history, the best-so-far and the TensorBoard step from its metadata,
-    and the evaluation keys are a function of seed and iteration, so the final numbers equal an uninterrupted run's.
+    One chunk = `eval_every` iterations, then an evaluation (and one of the untrained policy at iteration 0).
+    `max_chunks` stops after that many chunks in this call (a checkpoint is written), e.g. to split a run across
+    jobs; `--resume` then continues it exactly: parameters, optimiser states (hence the cosine position), EMA actor,
+    target critics, the training key and the step count come from the checkpoint, the evaluation history from its
+    metadata, and the evaluation keys are a function of seed and iteration. A resumed run's flags and dataset must
+    be the saved run's (checked here before the data are loaded, and the dataset right after).
     """
     if args.evaluate_only:
         return evaluate_checkpoint(args, verbose)
-    say = print if verbose else (lambda *a, **k: None)
+    runner.init_distributed(args)
     check_args(args)
-    if max_chunks is not None and max_chunks < 1:
-        raise UsageError(f"max_chunks: must be ≥ 1 (or None for the whole run), got {max_chunks}")
-    run_dir = args.run_dir
-    flags = ckpt.run_flags(args)
-    saved = _check_saved_run(run_dir, flags, "--resume") if args.resume else None
-    _use_compile_cache(args)
+    saved = _check_saved_run(args.run_dir, ckpt.run_flags(args), "--resume") if args.resume else None
     prog = make_train(args)
-    info, env = prog.info, prog.env
-    resolved = _resolved(info)
     if saved is not None:
-        _check_same_data(saved, resolved, args.dataset, "--resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keys, eval_keys = _seed_keys(args)
-    history, it, wall_before = [], 0, 0.0
-    if args.resume:
-        mgr, state, meta = _restore(prog, run_dir, args, keys, "--resume")
-        it, history = meta["iteration"], meta["history"]
-        wall_before = meta.get("wall_time", history[-1]["wall_time"])
-        say(f"resumed {run_dir} at iteration {it}")
-    else:
-        state = jax.jit(jax.vmap(prog.init))(keys)
-        (run_dir / "args.json").write_text(json.dumps({**flags, "resolved": resolved}, indent=1))
-        mgr = ckpt.manager(run_dir) if args.checkpoint_interval else None
-    chunk_steps = args.eval_every * args.steps_per_iter
-    chunk_fn = jax.jit(jax.vmap(lambda s: prog.run_iters(s, chunk_steps)), donate_argnums=0)
-    eval_fn = jax.jit(jax.vmap(prog.evaluate))
-    ref, has_ref = _references(info, say)
-    logger = RunLogger(run_dir, args.num_seeds)
-    progress = Progress(args.iterations, args.steps_per_iter)
-    say(f"QT on {pathlib.Path(args.dataset).name} → {env.name}: eta {args.eta}, selection {args.resolved_selection}, "
-        f"{args.iterations} iterations × {args.steps_per_iter} steps, {args.num_seeds} seed(s), logs in {run_dir}")
-    t_start, chunks_run = time.perf_counter(), 0
-    while it < args.iterations and (max_chunks is None or chunks_run < max_chunks):
-        n_it = min(args.eval_every, args.iterations - it)
-        fn = chunk_fn if n_it == args.eval_every else jax.jit(jax.vmap(
-            lambda s, n=n_it * args.steps_per_iter: prog.run_iters(s, n)), donate_argnums=0)
-        state, train = fn(state)
-        it, chunks_run = it + n_it, chunks_run + 1
-        ev = {f"eval/{n}": np.asarray(v, np.float64) for n, v in eval_fn(
-            state.actor, state.critic_target, jax.vmap(lambda k, i=it: jax.random.fold_in(k, i))(eval_keys)).items()}
-        if has_ref:
-            ev["eval/normalized_score"] = offline.normalized_score(ev["eval/return"], *ref)
-        train = {f"train/{n}": np.asarray(v, np.float64) for n, v in train.items()}
-        wall = wall_before + time.perf_counter() - t_start
-        logger.scalars({**train, **ev, "charts/wall_time": np.full(args.num_seeds, wall)}, it * args.steps_per_iter)
-        history.append({"iteration": it, "grad_steps": it * args.steps_per_iter, "wall_time": wall,
-                        **{n: v.tolist() for n, v in ev.items()}})
-        if chunks_run == 1:
-            progress.start(it)
-        head = {"return": float(np.mean(ev["eval/return"]))}
-        if has_ref:
-            head["score"] = float(np.mean(ev["eval/normalized_score"]))
-        head["bc"] = float(np.mean(train["train/bc_action"]))
-        if "train/critic_loss" in train:
-            head["critic"] = float(np.mean(train["train/critic_loss"]))
-        say(progress.line(it, head).replace("env steps", "grad steps"), flush=True)
-        if mgr is not None and args.checkpoint_interval and (
-                len(history) % args.checkpoint_interval == 0 or it == args.iterations or chunks_run == max_chunks):
-            ckpt.save(mgr, it, state, {"iteration": it, "history": history, "wall_time": wall})
-    logger.close()
-    if mgr is not None:
-        mgr.close()
-    key = "eval/normalized_score" if has_ref else "eval/return"
-    per_seed = []
-    for s in range(args.num_seeds):
-        rows = [{n: (v[s] if isinstance(v, list) else v) for n, v in h.items()} for h in history]
-        per_seed.append({"seed": args.seed + s, "final": rows[-1],
-                         "best_over_training (selected on test returns, as upstream; optimistic)":
-                             max(rows, key=lambda r: r[key])})
-    finals = np.asarray([p["final"][key] for p in per_seed])
-    summary = {"dataset": args.dataset, "env": env.name, "eta": args.eta, "selection": args.resolved_selection,
-               "iterations": args.iterations, "iterations_done": it, "steps_per_iter": args.steps_per_iter,
-               "score_key": key, "final_mean": float(finals.mean()), "final_std": float(finals.std()),
-               "per_seed": per_seed, "wall_time_s": wall_before + time.perf_counter() - t_start,
-               "run_dir": str(run_dir), "resolved": resolved, "history": history}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    if it == args.iterations:
-        say(f"final {key.split('/')[1]}: {summary['final_mean']:.2f} ± {summary['final_std']:.2f} over "
-            f"{args.num_seeds} seed(s); summary in {run_dir / 'summary.json'}")
-    else:
-        say(f"stopped at iteration {it} of {args.iterations} (last {key.split('/')[1]} {summary['final_mean']:.2f}); "
-            f"continue with the same flags plus --resume")
-    summary["state"] = state
-    return summary
+        _check_same_data(saved, prog.saved_info["resolved"], args.dataset, "--resume")
+    _references(prog.learner.info, print if verbose and jax.process_index() == 0 else None)
+    return runner.run(args, prog, max_chunks, verbose, title="QT")
 
 
 if __name__ == "__main__":
