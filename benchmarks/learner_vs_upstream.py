@@ -64,6 +64,7 @@ import optax
 import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from flops import step_flops
 from timing import compile_timed, cpu_model
 
 from toperl_jax import buffer as buffer_lib
@@ -382,10 +383,17 @@ def bench_task(name: str, args: Args) -> dict:
                 jax.block_until_ready(compiled(*a))
                 ours_s = time.perf_counter() - t0
                 rows = up["rows"]
+                flop = step_flops(step_name, B=B, T=T, length=length, offset=offset, E=learner.critic.n_embd,
+                                  n_layer=learner.critic.n_layer, state_dim=S, action_dim=2 * dof,
+                                  max_num_segments=learner.max_num_segments)
                 calls.append({"length": length, "offset": offset, "original_s": up["seconds"], "ours_s": ours_s,
-                              "original_rows": rows, "original_tokens_per_traj": rows * (length + 1)})
+                              "original_rows": rows, "original_tokens_per_traj": rows * (length + 1),
+                              "original_flop": flop["original"], "ours_flop": flop["ours"]})
             res = {"compile_s": compile_s, "original": summary([c["original_s"] for c in calls]),
                    "ours": summary([c["ours_s"] for c in calls]), "calls": calls}
+            for side in ("original", "ours"):  # achieved rate: total critic matmul FLOPs / total time
+                res[side]["gflop"] = float(np.mean([c[f"{side}_flop"] for c in calls])) / 1e9
+                res[side]["gflop_per_s"] = res[side]["gflop"] / res[side]["mean_s"]
             res["ratio_median"] = res["original"]["median_s"] / res["ours"]["median_s"]
             res["ratio_mean"] = res["original"]["mean_s"] / res["ours"]["mean_s"]
             results[step_name] = res
@@ -402,6 +410,23 @@ def bench_task(name: str, args: Args) -> dict:
             "load_after": load_after, "steps": results}
 
 
+def matmul_rates() -> dict[str, float]:
+    """This CPU's float32 matmul rate under XLA: a square product and the critic's layer shape (a 16-trajectory
+    chunk of box tokens times the MLP's first weight), each the median of 5 calls."""
+    rates = {}
+    for m, k, n in ((2048, 2048, 2048), (16 * 136, 128, 512)):
+        a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+        f = jax.jit(jnp.matmul)
+        jax.block_until_ready(f(a, b))
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(a, b))
+            times.append(time.perf_counter() - t0)
+        rates[f"{m}x{k}@{k}x{n}"] = 2 * m * k * n / float(np.median(times)) / 1e9
+    return rates
+
+
 def table(res: dict) -> str:
     lines = ["| step | original median (s) | ours median (s) | original/ours | original mean (s) | ours mean (s) | "
              "original/ours (means) | ours compile (s) |", "|---|---|---|---|---|---|---|---|"]
@@ -409,6 +434,12 @@ def table(res: dict) -> str:
         lines.append(f"| {STEP_LABELS[step_name]} | {r['original']['median_s']:.3f} | {r['ours']['median_s']:.3f} | "
                      f"{r['ratio_median']:.2f} | {r['original']['mean_s']:.3f} | {r['ours']['mean_s']:.3f} | "
                      f"{r['ratio_mean']:.2f} | {r['compile_s']:.1f} |")
+    lines += ["", "| step | original GFLOP (mean) | original GFLOP/s | ours GFLOP (mean) | ours GFLOP/s |",
+              "|---|---|---|---|---|"]
+    for step_name, r in res["steps"].items():
+        o, u = r["original"], r["ours"]
+        lines.append(f"| {STEP_LABELS[step_name]} | {o['gflop']:.1f} | {o['gflop_per_s']:.1f} | {u['gflop']:.1f} | "
+                     f"{u['gflop_per_s']:.1f} |")
     fmt = lambda la: " ".join(f"{x:.2f}" for x in la)
     lines.append(f"\nload average (1/5/15 min) before {fmt(res['load_before'])}, after {fmt(res['load_after'])}")
     return "\n".join(lines)
@@ -421,6 +452,9 @@ def main(args: Args) -> dict:
     print(f"machine: {machine['cpu']} ({machine['processor'] or platform.machine()}), {machine['cpu_count']} CPUs, "
           f"{machine['platform']}; jax {machine['jax']} ({machine['backend']}); load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    machine["matmul_gflop_per_s"] = matmul_rates()
+    print("XLA:CPU float32 matmul rate (GFLOP/s, median of 5): " + ", ".join(
+        f"{shape} {rate:.0f}" for shape, rate in machine["matmul_gflop_per_s"].items()), flush=True)
     out = {"machine": machine, "args": dataclasses.asdict(args), "load_start": os.getloadavg(), "tasks": {}}
     for name in args.tasks:
         out["tasks"][name] = bench_task(name, args)
