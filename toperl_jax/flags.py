@@ -29,6 +29,15 @@ from toperl_jax.policy import GaussianPolicy
 from toperl_jax.projection import ProjectionConfig
 
 
+def _defaults(cls) -> dict:
+    """The library's defaults of a config dataclass (or flax module), so that a flag never writes one again."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+_MP, _POLICY = _defaults(ProDMPConfig), _defaults(GaussianPolicy)
+_CRITIC, _PROJECTION = _defaults(TransformerCritic), _defaults(ProjectionConfig)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flags:
     """The TOP-ERL family's flags; the defaults are the `reach` preset."""
@@ -98,47 +107,47 @@ class Flags:
     """ProDMP basis functions per dof"""
     tau: float = 0.5
     """ProDMP duration in seconds"""
-    alpha_phase: float = 3.0
+    alpha_phase: float = _MP["alpha_phase"]
     """phase convergence rate"""
-    alpha: float = 25.0
+    alpha: float = _MP["alpha"]
     """DMP spring gain"""
-    basis_bandwidth_factor: float = 3.0
+    basis_bandwidth_factor: float = _MP["basis_bandwidth_factor"]
     """basis width factor"""
-    num_basis_outside: int = 0
+    num_basis_outside: int = _MP["num_basis_outside"]
     """extra basis functions beyond the phase range"""
-    weights_scale: float = 1.0
+    weights_scale: float = _MP["weights_scale"]
     """scale of the basis weights"""
-    goal_scale: float = 1.0
+    goal_scale: float = _MP["goal_scale"]
     """scale of the goal weight"""
-    auto_scale_basis: bool = True
+    auto_scale_basis: bool = True  # every upstream TOP-ERL config; ProDMPConfig's False is MP_PyTorch's default
     """normalise the basis so that a unit weight moves the trajectory by about one unit"""
-    relative_goal: bool = False
+    relative_goal: bool = _MP["relative_goal"]
     """goal relative to the initial position"""
-    disable_goal: bool = False
+    disable_goal: bool = _MP["disable_goal"]
     """no goal weight (goal = initial position)"""
 
     # --- policy (upstream `policy.args`) → `policy_network`
     policy_hidden_sizes: tuple[int, ...] = (128, 128)
     """mean-network hidden widths (leaky ReLU, orthogonal init)"""
-    min_std: float = 1e-5
+    min_std: float = _POLICY["min_std"]
     """lower bound added to the diagonal of the Cholesky factor"""
-    contextual_cov: bool = False
+    contextual_cov: bool = _POLICY["contextual_cov"]
     """covariance from a state-dependent network (upstream: false)"""
 
     # --- critic (upstream `critic.args`) → `critic_network`
     n_embd: int = 64
     """critic embedding width"""
-    n_layer: int = 2
+    n_layer: int = _CRITIC["n_layer"]
     """transformer blocks"""
     n_head: int = 4
     """attention heads"""
-    block_size: int = 1024
+    block_size: int = _CRITIC["block_size"]
     """size of the absolute position table (≥ 2T)"""
-    dropout: float = 0.0
+    dropout: float = _CRITIC["dropout"]
     """ablation: critic dropout"""
-    use_layer_norm: bool = True
+    use_layer_norm: bool = _CRITIC["use_layer_norm"]
     """ablation switch: layer norm in the critic"""
-    relative_pos: bool = False
+    relative_pos: bool = _CRITIC["relative_pos"]
     """ablation: position of a token relative to its segment start instead of its absolute time index"""
     double_critic: bool = False
     """ablation: two critics, min over both (upstream single_q: false)"""
@@ -154,9 +163,9 @@ class Flags:
     """bound on the mean part of KL(π̃ ‖ π_old)"""
     cov_bound: float = 0.02
     """bound on the covariance part of KL(π̃ ‖ π_old)"""
-    trust_region_coeff: float = 1.0
+    trust_region_coeff: float = _PROJECTION["trust_region_coeff"]
     """weight of the trust-region regression loss"""
-    entropy_schedule: Literal["linear", "exp", "none"] = "linear"
+    entropy_schedule: Literal["linear", "exp", "none"] = _PROJECTION["entropy_schedule"]
     """entropy control schedule over the iterations"""
     target_entropy: float = -1.5
     """per-dimension target entropy at the end of the schedule"""
@@ -164,7 +173,7 @@ class Flags:
     """base of the exp schedule"""
     entropy_eq: bool = True
     """entropy equality (instead of inequality) constraint"""
-    entropy_first: bool = False
+    entropy_first: bool = _PROJECTION["entropy_first"]
     """entropy projection before the trust-region projection"""
 
     # --- evaluation, logging, checkpoints (read by `toperl_jax.runner`)
