@@ -7,6 +7,7 @@
     python benchmarks/reproduce.py --suite reach-switch --num-seeds 4       # replanning vs TOP-ERL (CPU, issue 6)
     python benchmarks/reproduce.py --suite metaworld-mt50                   # on a GPU: 50 tasks × 8 seeds
     python benchmarks/reproduce.py --suite metaworld-mt50 --tasks reach push --num-seeds 4   # a subset of tasks
+    python benchmarks/reproduce.py --suite reach --worker-index 1 --num-workers 2   # this process: runs 1, 3, …
 
 A suite is a variant preset (`--task`, or per-variant preset flags) plus the task's metrics and the paper's
 numbers. For every variant in `--variants` (default: the suite's; a script `variants/<name>.py` with
@@ -17,6 +18,12 @@ numbers. For every variant in `--variants` (default: the suite's; a script `vari
 for the tasks of `--tasks` (default all), and aggregates over tasks × seeds. A group whose `summary.json` shows all
 iterations done is skipped; one with a checkpoint is resumed (`--resume`), so a killed suite is continued by running
 the same command.
+
+Several processes (SLURM tasks, hosts, shells) share a suite with `--worker-index i --num-workers N` (under `srun`
+the defaults come from SLURM_PROCID / SLURM_NTASKS): the suite's runs, in the order variants × tasks × seed groups,
+are dealt round-robin, worker i trains runs i, i + N, … (skip and resume as above) and does not aggregate; once all
+have finished, `--aggregate-only` writes the table. A run directory is locked (`reproduce.lock`, flock) while a
+process trains it, so two processes never train one run. See docs/runs.md, "Suites over many processes and hosts".
 
 The evaluation logs are read back from each run's `summary.json` (its `history`: one entry per evaluation with
 per-seed values) or, for a run that has none yet, from its TensorBoard event files (`seed_<i>/`). Written to
@@ -40,12 +47,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import contextlib
 import datetime
 import importlib.util
 import itertools
 import json
+import os
 import pathlib
 import shlex
+import socket
 import struct
 import sys
 import warnings
@@ -195,6 +205,12 @@ class Args:
     """random state of the bootstrap (fixed, so that a re-aggregation gives the same numbers)"""
     quiet: bool = False
     """no progress lines from the variants"""
+    worker_index: int | None = None
+    """this process's share of the suite: runs worker_index, worker_index + num_workers, … of the run list (default:
+    SLURM_PROCID under srun, else 0)"""
+    num_workers: int | None = None
+    """processes sharing the suite; with more than one, a worker only trains (aggregate afterwards with
+    --aggregate-only) (default: SLURM_NTASKS under srun, else 1; 1 with a variant's --distributed)"""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,26 +337,107 @@ def run_parent(cfg: Args, variant: str, task: str | None) -> pathlib.Path:
     return parent if task is None else parent / task
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of a suite: a variant's seed group (on one task of a multi-task suite)."""
+    variant: str
+    task: str | None
+    first_seed: int
+    num_seeds: int
+
+    @property
+    def name(self) -> str:
+        return f"seeds{self.first_seed}-{self.first_seed + self.num_seeds - 1}"
+
+    def run_dir(self, cfg: Args) -> pathlib.Path:
+        return run_parent(cfg, self.variant, self.task) / self.name
+
+    def __str__(self) -> str:
+        return f"{self.variant}{'' if self.task is None else ' ' + self.task} {self.name}"
+
+
+def suite_runs(cfg: Args, suite: Suite) -> list[Run]:
+    """Every run of the suite in a fixed order (variants × tasks × seed groups): the list workers split."""
+    per_run = cfg.seeds_per_run or suite.seeds_per_run
+    return [Run(variant, task, s0, n) for variant in cfg.variants
+            for task, (s0, n) in itertools.product(suite_tasks(cfg, suite),
+                                                   seed_groups(cfg.seed, cfg.num_seeds, per_run))]
+
+
+def worker_share(runs: list[Run], index: int, num: int) -> list[Run]:
+    """Worker `index` of `num`: runs index, index + num, … (round-robin, so tasks and seed groups mix)."""
+    return runs[index::num]
+
+
+def resolve_workers(cfg: Args, extra: list[str]) -> tuple[int, int, str]:
+    """(worker index, number of workers, where they came from): the flags, else SLURM_PROCID / SLURM_NTASKS (srun),
+    else 0 / 1. A variant's --distributed makes every process take part in every run: one worker."""
+    distributed = "--distributed" in extra
+    slurm = not distributed and "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ
+    index, num, source = cfg.worker_index, cfg.num_workers, "--worker-index / --num-workers"
+    if slurm and (index is None or num is None):
+        source = "SLURM_PROCID / SLURM_NTASKS" if index is None and num is None else "flags and SLURM"
+    index = index if index is not None else int(os.environ["SLURM_PROCID"]) if slurm else 0
+    num = num if num is not None else int(os.environ["SLURM_NTASKS"]) if slurm else 1
+    if num < 1 or not 0 <= index < num:
+        raise SystemExit(f"--worker-index / --num-workers: need 0 ≤ index < num, got worker {index} of {num} "
+                         f"(from {source})")
+    if distributed and num > 1:
+        raise SystemExit("--num-workers: with a variant's --distributed every process takes part in every run "
+                         "(one run over several processes); give either, not both")
+    return index, num, source
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: pathlib.Path, who: str):
+    """Hold an exclusive lock on `<run_dir>/reproduce.lock` while training it (released when the process ends,
+    also when killed); a run locked by another process is an error naming it."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "reproduce.lock").open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            raise SystemExit(f"{run_dir} is being trained by another process ({f.read().strip() or 'unknown'}); two "
+                             "processes never train one run: check --worker-index / --num-workers, or wait for the "
+                             "other job") from None
+        f.seek(0)
+        f.truncate()
+        f.write(who + "\n")
+        f.flush()
+        yield
+
+
 def run_suite(cfg: Args, suite: Suite, extra: list[str]) -> list[dict]:
-    """Train every (variant, task, seed group) not yet complete; returns one record per group."""
+    """Train every (variant, task, seed group) of this worker's share not yet complete; one record per run."""
     reserved = RESERVED_FLAGS + (TASK_FLAGS if suite.tasks else ())
     bad = [f for f in extra if f.split("=", 1)[0] in reserved]
     if bad:
         raise SystemExit(f"{', '.join(bad)}: set by reproduce.py (use --seed / --num-seeds / --seeds-per-run / "
                          "--logdir" + (" / --tasks" if suite.tasks else "") + " of reproduce.py instead)")
-    per_run = cfg.seeds_per_run or suite.seeds_per_run
+    index, num, source = resolve_workers(cfg, extra)
+    runs = suite_runs(cfg, suite)
+    mine = worker_share(runs, index, num)
+    if num > 1:
+        print(f"[reproduce] worker {index} of {num} (from {source}): {len(mine)} of {len(runs)} runs: "
+              + (", ".join(map(str, mine)) or "none"), flush=True)
+    locked = "--distributed" not in extra  # under --distributed every process of a run shares its directory
+    who = f"host {socket.gethostname()}, pid {os.getpid()}, worker {index} of {num}"
+    modules = {variant: load_variant(variant) for variant in cfg.variants}
     records = []
-    for variant in cfg.variants:
-        mod = load_variant(variant)
-        for task, (s0, n) in itertools.product(suite_tasks(cfg, suite),
-                                               seed_groups(cfg.seed, cfg.num_seeds, per_run)):
-            parent = run_parent(cfg, variant, task)
-            name = f"seeds{s0}-{s0 + n - 1}"
-            run_dir = parent / name
-            what = f"{variant}{'' if task is None else ' ' + task} seeds {s0}…{s0 + n - 1}"
-            argv = [*suite.preset_argv(variant, task), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir",
-                    str(parent), "--run-name", name]
-            vargs = mod.parse_args(argv)
+    for run in mine:
+        variant, task, s0, n = run.variant, run.task, run.first_seed, run.num_seeds
+        mod = modules[variant]
+        parent = run_parent(cfg, variant, task)
+        name = run.name
+        run_dir = parent / name
+        what = f"{variant}{'' if task is None else ' ' + task} seeds {s0}…{s0 + n - 1}"
+        argv = [*suite.preset_argv(variant, task), *extra, "--seed", str(s0), "--num-seeds", str(n), "--logdir",
+                str(parent), "--run-name", name]
+        vargs = mod.parse_args(argv)
+        with run_lock(run_dir, who) if locked else contextlib.nullcontext():
             summary_path = run_dir / "summary.json"
             if (run_dir / "args.json").exists():
                 diff = ckpt.flag_diff(ckpt.saved_args(run_dir / "args.json", vargs), ckpt.run_flags(vargs))
@@ -635,6 +732,13 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.aggregate_only and extra:
         raise SystemExit(f"--aggregate-only takes no variant flags, got {' '.join(extra)}")
     records = [] if cfg.aggregate_only else run_suite(cfg, suite, extra)
+    index, num, _ = (0, 1, "") if cfg.aggregate_only else resolve_workers(cfg, extra)
+    if num > 1:
+        print(f"[reproduce] worker {index} of {num}: done ({len(records)} runs: "
+              + (", ".join(f"{r['status']} {r['run_dir']}" for r in records) or "none") + "). Not aggregating: once "
+              "every worker has finished, run reproduce.py with the same suite flags and --aggregate-only (without "
+              "the variant flags)", flush=True)
+        return {"out": None, "rows": [], "agg": {}, "table": None, "records": records}
     rows, runs = collect_suite(cfg, suite)
     if not rows:
         raise SystemExit(f"no evaluation logs under {pathlib.Path(cfg.logdir) / cfg.suite} for variants "

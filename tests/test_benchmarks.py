@@ -368,3 +368,111 @@ def test_gpu_check_budget_skips_and_errors_are_results():
     failed = budget.run("x", lambda: 1 / 0)
     assert failed["status"].startswith("error: ZeroDivisionError")
     assert gpu_check.Budget(-1.0).run("x", lambda: {"a": 1}) == {"status": "skipped (--budget-s spent)"}
+
+
+# Suites over several processes (issue 27): --worker-index / --num-workers
+
+
+def test_workers_split_the_run_list_into_a_partition(monkeypatch):
+    """Round-robin shares of the run list (variants × tasks × seed groups): disjoint, together the whole list, sizes
+    within one of each other, distinct run directories; defaults from SLURM under srun; bad values refused."""
+    cfg = rp.Args(suite="metaworld-mt50", variants=("top_erl", "top_erl_replan"), num_seeds=8, seeds_per_run=3)
+    runs = rp.suite_runs(cfg, rp.SUITES[cfg.suite])
+    assert len(runs) == 2 * 50 * 3 and runs == rp.suite_runs(cfg, rp.SUITES[cfg.suite])
+    assert len({r.run_dir(cfg) for r in runs}) == len(runs)
+    assert runs[:2] == [rp.Run("top_erl", "reach", 0, 3), rp.Run("top_erl", "reach", 3, 3)]
+    for num in (1, 2, 3, 7, 8, 301):
+        shares = [rp.worker_share(runs, i, num) for i in range(num)]
+        assert sum(len(s) for s in shares) == len(runs) == len({r for s in shares for r in s})  # disjoint
+        assert {r for s in shares for r in s} == set(runs)  # and complete
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert rp.worker_share(runs, 0, 1) == runs
+
+    single = rp.Args(suite="reach")
+    for var in ("SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert rp.resolve_workers(single, []) == (0, 1, "--worker-index / --num-workers")
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    assert rp.resolve_workers(single, [])[:2] == (5, 8)
+    assert rp.resolve_workers(dataclasses.replace(single, worker_index=1, num_workers=2), [])[:2] == (1, 2)
+    assert rp.resolve_workers(single, ["--distributed"])[:2] == (0, 1)  # one run over all processes
+    with pytest.raises(SystemExit, match="need 0 ≤ index < num, got worker 2 of 2"):
+        rp.resolve_workers(dataclasses.replace(single, worker_index=2, num_workers=2), [])
+    with pytest.raises(SystemExit, match="--distributed"):
+        rp.resolve_workers(dataclasses.replace(single, num_workers=2), ["--distributed"])
+
+
+def test_a_run_locked_by_another_process_is_refused(tmp_path, monkeypatch):
+    """Two processes never train one run directory: the second finds it locked and stops with an error naming the
+    holder (before the variant is called)."""
+    import fcntl
+
+    calls = []
+
+    class Variant:
+        parse_args = staticmethod(rp.load_variant("top_erl").parse_args)
+
+        @staticmethod
+        def run(args, verbose=True):
+            calls.append(args)
+
+    monkeypatch.setattr(rp, "load_variant", lambda name: Variant)
+    run_dir = tmp_path / "runs" / "reach" / "top_erl" / "seeds1-1"
+    run_dir.mkdir(parents=True)
+    with (run_dir / "reproduce.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("host elsewhere, pid 1, worker 1 of 2\n")
+        held.flush()
+        cli = ["--suite", "reach", "--num-seeds", "2", "--seeds-per-run", "1", "--logdir", str(tmp_path / "runs"),
+               "--quiet", "--worker-index", "1", "--num-workers", "2"]
+        with pytest.raises(SystemExit, match="seeds1-1 is being trained by another process .host elsewhere"):
+            rp.main(cli)
+        assert calls == []
+        assert rp.main([*cli[:-3], "0", "--num-workers", "2"])["table"] is None  # worker 0: seeds0-0, unlocked
+        assert [(a.seed, a.num_seeds) for a in calls] == [(0, 1)]
+
+
+def _strip_times(out: pathlib.Path) -> tuple[list[dict], str]:
+    """raw.csv without wall times; table.md without its header (command, date) and run lines (paths, start times)."""
+    rows = [{k: v for k, v in r.items() if k != "wall_time"} for r in _read_csv(out / "raw.csv")]
+    table = [line for line in (out / "table.md").read_text().splitlines()[3:] if not line.startswith("- run `")]
+    return rows, "\n".join(table)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_table_of_one_process(tmp_path):
+    """The tiny reach suite (2 seed groups of 1 seed) trained by 2 worker processes started together, then
+    aggregated by --aggregate-only, gives the same raw.csv and table.md numbers as one process."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import jax
+
+    groups = ["--seeds-per-run", "1"]
+    rp.main([*_cli(tmp_path / "one", *groups), *TINY_FLAGS])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(JAX_COMPILATION_CACHE_DIR=str(jax.config.jax_compilation_cache_dir),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2")
+    two = tmp_path / "two"
+    t0 = time.time()
+    procs = [subprocess.Popen([sys.executable, "benchmarks/reproduce.py", *_cli(two, *groups), "--worker-index",
+                               str(i), "--num-workers", "2", *TINY_FLAGS],
+                              cwd=rp.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    print(f"two workers: {time.time() - t0:.1f} s")
+    for i, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, out
+        assert f"worker {i} of 2 (from --worker-index / --num-workers): 1 of 2 runs: top_erl seeds{i}-{i}" in out
+        assert "Not aggregating" in out
+    assert not (two / "out").exists()
+    for i in range(2):
+        assert json.loads((two / "runs" / "reach" / "top_erl" / f"seeds{i}-{i}" / "reproduce.json").read_text())
+    rp.main(_cli(two, "--seeds-per-run", "1", "--aggregate-only"))
+    rows_one, table_one = _strip_times(tmp_path / "one" / "out" / "bench_reach")
+    rows_two, table_two = _strip_times(two / "out" / "bench_reach")
+    assert len(rows_one) == 6 and rows_two == rows_one  # every logged number, as written
+    assert table_two == table_one and "| top_erl | 2 | 800 |" in table_one
