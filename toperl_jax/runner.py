@@ -107,11 +107,16 @@ def seed_sharding(num_seeds: int, devices=None) -> NamedSharding | None:
 
 def _jit(fn, sharded: tuple[bool, ...], sharding: NamedSharding | None, **kw):
     """`jax.jit(fn)`, with its arguments (`sharded[i]`: split over seeds, else replicated) and outputs (split)
-    placed by `sharding` when there is one."""
+    placed by `sharding` when there is one. `fn` (vmapped over seeds) then runs under `shard_map`: every device
+    runs the single-device program on its own seeds, so nothing that loops or switches over the seed axis (e.g.
+    the critic's row attention, `critic._switch`) is partitioned across devices by the compiler."""
     if sharding is None:
         return jax.jit(fn, **kw)
     rep = NamedSharding(sharding.mesh, PartitionSpec())
-    return jax.jit(fn, in_shardings=tuple(sharding if s else rep for s in sharded), out_shardings=sharding, **kw)
+    local = jax.shard_map(fn, mesh=sharding.mesh, in_specs=tuple(PartitionSpec("seeds") if s else PartitionSpec()
+                                                                for s in sharded),
+                          out_specs=PartitionSpec("seeds"), check_vma=False)
+    return jax.jit(local, in_shardings=tuple(sharding if s else rep for s in sharded), out_shardings=sharding, **kw)
 
 
 def _to_host(tree) -> dict[str, np.ndarray]:
