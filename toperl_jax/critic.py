@@ -243,10 +243,6 @@ class LayerNorm(nn.Module):
         return layer_norm(x.astype(jnp.float32), scale, bias)
 
 
-def _layer_norm(bias: bool, name: str) -> LayerNorm:
-    return LayerNorm(use_bias=bias, name=name)
-
-
 class Block(nn.Module):
     """Pre-LayerNorm transformer block on the float32 residual stream `x [..., N, E]`."""
 
@@ -260,8 +256,8 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None, deterministic: bool, rows=None) -> jax.Array:
-        ln_1 = _layer_norm(self.bias, "ln_1") if self.use_layer_norm else (lambda h: h)
-        ln_2 = _layer_norm(self.bias, "ln_2") if self.use_layer_norm else (lambda h: h)
+        ln_1 = LayerNorm(self.bias, name="ln_1") if self.use_layer_norm else (lambda h: h)
+        ln_2 = LayerNorm(self.bias, name="ln_2") if self.use_layer_norm else (lambda h: h)
         attn = CausalSelfAttention(self.n_embd, self.n_head, self.n_layer, self.dropout, self.bias,
                                    self.compute_dtype, name="attn")
         mlp = MLP(self.n_embd, self.n_layer, self.dropout, self.bias, self.compute_dtype, name="mlp")
@@ -301,7 +297,7 @@ class TransformerCritic(nn.Module):
             for _ in range(self.n_layer)
         ]
         if self.use_layer_norm:
-            self.ln_f = _layer_norm(self.bias, "ln_f")
+            self.ln_f = LayerNorm(self.bias, name="ln_f")
         self.output_layer = nn.Dense(1, **dense)
 
     def _transformer(self, x: jax.Array, positions: jax.Array, mask: jax.Array | None, deterministic: bool,
