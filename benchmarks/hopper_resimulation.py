@@ -1,4 +1,5 @@
-"""Checks behind make_dataset's medium-replay re-simulation on hopper jump (docs/qt.md, "Hopper jump datasets").
+"""Checks behind benchmarks/make_dataset.py's medium-replay re-simulation on hopper jump (docs/qt.md, "Hopper jump
+datasets").
 
     python benchmarks/hopper_resimulation.py            # ~8 min on a 2-core CPU, mostly two XLA compiles
 

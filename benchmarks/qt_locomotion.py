@@ -4,7 +4,7 @@
     python benchmarks/qt_locomotion.py --envs hopper --recipes medium-replay --num-seeds 3
     python benchmarks/qt_locomotion.py --table-only                      # re-write the table from finished runs
 
-Datasets: `variants/make_locomotion_dataset.py --env <env>` into `--dataset-dir` (skipped when its summary file
+Datasets: `benchmarks/make_locomotion_dataset.py --env <env>` into `--dataset-dir` (skipped when its summary file
 exists). QT: `variants/qt.py` with the upstream hyperparameters (its `paper` preset) and the per-dataset η, gradient
 clip and context length of specs/qt.md §5 (upstream run.sh), `--num-seeds` seeds vmapped in one run per dataset,
 in `<logdir>/qt_locomotion/brax-<env>-<recipe>/`. A run whose summary shows all iterations done is skipped, one
@@ -18,15 +18,16 @@ are context, not a target: brax's MJX envs are not D4RL's gym envs and the behav
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import shlex
+import sys
 
 import numpy as np
 import tyro
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root, for `benchmarks.make_locomotion_dataset`
 
 # specs/qt.md §5 (upstream run.sh): (eta, grad clip, context length) per D4RL dataset
 SETTINGS = {
@@ -55,10 +56,6 @@ class Args:
     table_only: bool = False
 
 
-def _load(name: str):
-    return importlib.import_module(f"variants.{name}")
-
-
 def check_args(args: Args) -> None:
     bad = [(e, r) for e in args.envs for r in args.recipes if (e, r) not in SETTINGS]
     if bad or not args.envs or not args.recipes:
@@ -81,9 +78,10 @@ def run_all(args: Args, make_dataset=None, qt=None) -> dict:
     """Generate missing datasets, run or resume every (env, recipe), then write the table. `make_dataset(env)` and
     `qt` (a module with parse_args/run) are injectable for tests."""
     check_args(args)
-    qt = qt or _load("qt")
+    if qt is None:
+        from variants import qt
     if make_dataset is None:
-        mld = _load("make_locomotion_dataset")
+        from benchmarks import make_locomotion_dataset as mld
         make_dataset = lambda env: mld.main(mld.Args(env=env, out_dir=args.dataset_dir, seed=args.seed))
     if not args.table_only:
         for env in args.envs:

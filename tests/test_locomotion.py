@@ -1,13 +1,10 @@
-"""brax locomotion datasets (toperl_jax.offline.locomotion, variants/make_locomotion_dataset.py) and QT's
+"""brax locomotion datasets (toperl_jax.offline.locomotion, benchmarks/make_locomotion_dataset.py) and QT's
 evaluation of terminating envs: the D4RL columns against a loop, the rollout against brax's own step function,
 the episode cut, flag errors, the jax-0.10 stand-in for brax's trainers, QT counting rewards until `done`, and
 one smoke-sized end-to-end run of the script (brax PPO on halfcheetah; `-m slow`)."""
 
 import dataclasses
-import importlib.util
 import json
-import pathlib
-import sys
 from typing import NamedTuple
 
 import jax
@@ -19,16 +16,8 @@ from toperl_jax import offline
 from toperl_jax.offline import locomotion
 from toperl_jax.offline.evaluation import EvalEnv
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parents[1] / "variants" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mld = _load("make_locomotion_dataset")
+from benchmarks import make_locomotion_dataset as mld
+from variants import qt
 
 
 def _synthetic_episodes(seed=0, n=4, T=6, S=3, A=2):
@@ -191,7 +180,6 @@ class _FakeState(NamedTuple):
 def test_qt_counts_rewards_until_the_first_done(tmp_path, monkeypatch):
     """An env with reward t (1, 2, 3, …) that says done at step 7 and keeps stepping: QT's evaluation must report
     return 1 + … + 7 = 28 and episode length 7 (an evaluator ignoring `done` would report 210 and 20)."""
-    qt = _load("qt")
     S, A, T = 3, 2, 20
     rng = np.random.default_rng(0)
     N = 4 * 10
@@ -263,7 +251,6 @@ def test_script_end_to_end_and_qt_on_its_dataset(tmp_path):
     assert i == mld.medium_index([c["eval_return"] for c in curve], summary["untrained_eval_return"], 1 / 3)
     assert summary["medium_replay_snapshots"] == [c["env_steps"] for c in curve[:i + 1]]
 
-    qt = _load("qt")
     q_args = dataclasses.replace(qt.PRESETS["tiny"], dataset=str(tmp_path / "brax-halfcheetah-medium-replay-v0.hdf5"),
                                  logdir=str(tmp_path / "qt"), compile_cache="", max_ep_len=1000, iterations=1,
                                  checkpoint_interval=0)

@@ -1,4 +1,4 @@
-"""variants/make_dataset.py: flag validation and the flat D4RL columns (no compilation; the end-to-end recipes are
+"""benchmarks/make_dataset.py: flag validation and the flat D4RL columns (no compilation; the end-to-end recipes are
 measured in docs/qt.md)."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import pytest
 
 from toperl_jax.offline import actions as offline_actions
 
-from variants import make_dataset as md
+from benchmarks import make_dataset as md
 
 
 def _te(*flags):

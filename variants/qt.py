@@ -1,6 +1,6 @@
 """QT: Q-value regularized Transformer for offline RL (Hu et al., ICML 2024), one file (spec: specs/qt.md).
 
-    python variants/make_dataset.py                                   # reacher datasets in runs/datasets/
+    python benchmarks/make_dataset.py                                 # reacher datasets in runs/datasets/
     python variants/qt.py --dataset runs/datasets/reacher-medium-replay-v0.hdf5 --preset cpu
     python variants/qt.py --dataset ... --preset cpu --eta 0          # the Decision-Transformer baseline
     python variants/qt.py --dataset ... --preset cpu --resume         # continue an interrupted run exactly
@@ -55,7 +55,7 @@ non-`k_rewards` 1-step TD path, `--reward_tune cql_antmaze` (§7.7: no antmaze h
 Datasets: D4RL HDF5 or Minari (`toperl_jax.offline`). Evaluation env (`toperl_jax.offline.evaluation`): an MJX
 task of this project whose per-step action map exists (`toperl_jax.offline.actions`: reacher, hopper jump), or
 brax's MJX locomotion tasks `brax-hopper`, `brax-walker2d`, `brax-halfcheetah` (datasets from
-`variants/make_locomotion_dataset.py`). Rewards count until the env's first termination.
+`benchmarks/make_locomotion_dataset.py`). Rewards count until the env's first termination.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def check_args(args: Args) -> None:
     if args.evaluate_only and args.resume:
         fail("evaluate_only", "evaluates a run's last checkpoint; it cannot be combined with --resume")
     if not pathlib.Path(args.dataset).expanduser().exists():
-        fail("dataset", f"no file or directory at {args.dataset} (make one with variants/make_dataset.py)")
+        fail("dataset", f"no file or directory at {args.dataset} (make one with benchmarks/make_dataset.py)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

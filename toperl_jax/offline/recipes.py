@@ -1,5 +1,5 @@
 """Writing a D4RL-style dataset family (random, medium, medium-replay, expert, medium-expert) with its reference
-returns, shared by `variants/make_dataset.py` (MJX tasks) and `variants/make_locomotion_dataset.py` (brax).
+returns, shared by `benchmarks/make_dataset.py` (MJX tasks) and `benchmarks/make_locomotion_dataset.py` (brax).
 
     summary = recipes.write(out_dir, "reacher", columns, ("random", "medium"), meta={...}, info={...})
 """

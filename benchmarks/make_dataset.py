@@ -1,12 +1,12 @@
 """Offline datasets from this project's MJX tasks, in the D4RL HDF5 layout (issue 7; specs/qt.md §8).
 
-    python variants/make_dataset.py                                  # reacher: all five recipes in runs/datasets/
-    python variants/make_dataset.py --task hopper-jump --medium-iterations 60 --expert-iterations 200 \
+    python benchmarks/make_dataset.py                                # reacher: all five recipes in runs/datasets/
+    python benchmarks/make_dataset.py --task hopper-jump --medium-iterations 60 --expert-iterations 200 \
         --behaviour-flags="--num-envs 16 --batch-size 32 --n-embd 64 --n-head 4 --epochs-critic 10 --epochs-policy 5 \
         --lr-policy 2e-3 --lr-critic 3e-4 --old-policy-rate 0.05 --critic-update-from 1 --policy-update-from 5 \
         --buffer-size 2000 --eval-interval 10 --num-eval-episodes 32"     # hopper, CPU-sized agent (docs/qt.md:
                                                                           # 48 min; it never jumps)
-    python variants/make_dataset.py --help
+    python benchmarks/make_dataset.py --help
 
 Recipes (mirroring D4RL's):
 - `random`: i.i.d. uniform actions in [−1, 1] every step.
@@ -31,7 +31,7 @@ expert recipe) for D4RL's normalised score 100 (R − ref_min) / (ref_max − re
 evaluation `env_targets` that QT uses, and how the data was made. Files: `<out_dir>/<env>-<recipe>-v0.hdf5`
 plus `<out_dir>/<env>-summary.json`.
 
-The brax locomotion datasets are made by `variants/make_locomotion_dataset.py`. Not done: box pushing (no per-step
+The brax locomotion datasets are made by `benchmarks/make_locomotion_dataset.py`. Not done: box pushing (no per-step
 action map).
 """
 
@@ -215,7 +215,7 @@ def main(args: Args) -> dict:
             "action_space": "normalised PD command in [-1, 1] (toperl_jax.offline.actions)",
             "behaviour": f"TOP-ERL preset {args.task} {args.behaviour_flags}, medium {args.medium_iterations} it, "
                          f"expert {args.expert_iterations} it, seed {args.seed}",
-            "generator": "variants/make_dataset.py " + " ".join(sys.argv[1:])}
+            "generator": "benchmarks/make_dataset.py " + " ".join(sys.argv[1:])}
     summary = recipes.write(args.out_dir, task.name, columns, args.recipes, meta, info)
     summary["wall_time_s"] = time.perf_counter() - t0
     recipes.write_summary(args.out_dir, summary)

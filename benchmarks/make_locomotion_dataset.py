@@ -1,8 +1,8 @@
 """D4RL-style locomotion datasets on brax's MJX hopper, walker2d and halfcheetah, from brax's own trainers (issue 7).
 
-    python variants/make_locomotion_dataset.py --env hopper          # GPU: SAC, 6.6M steps, five 1M-step datasets
-    python variants/make_locomotion_dataset.py --env halfcheetah     # GPU: PPO, 50M steps
-    python variants/make_locomotion_dataset.py --env hopper --transitions 2000 --rollout-envs 4 \\
+    python benchmarks/make_locomotion_dataset.py --env hopper        # GPU: SAC, 6.6M steps, five 1M-step datasets
+    python benchmarks/make_locomotion_dataset.py --env halfcheetah   # GPU: PPO, 50M steps
+    python benchmarks/make_locomotion_dataset.py --env hopper --transitions 2000 --rollout-envs 4 \\
         --trainer-flags '{"num_timesteps": 4096, "num_envs": 4, "batch_size": 8, "min_replay_size": 64}'  # smoke test
     python variants/qt.py --dataset runs/datasets/brax-hopper-medium-replay-v0.hdf5 --eta 3 --grad-norm 9
 
@@ -49,6 +49,7 @@ import jax
 import numpy as np
 import tyro
 
+from toperl_jax import cli
 from toperl_jax.offline import locomotion, recipes
 from toperl_jax.offline.recipes import RECIPES
 
@@ -230,7 +231,7 @@ def main(args: Args) -> dict:
             "action_space": "brax action in [-1, 1] (brax.envs MJX backend)",
             "behaviour": f"brax {algo} {json.dumps(kwargs)}, num_evals {args.num_evals}, seed {args.seed}; medium "
                          f"snapshot {steps[i_med]} steps, expert ({args.expert}) {steps[i_exp]} steps",
-            "generator": "variants/make_locomotion_dataset.py " + " ".join(sys.argv[1:])}
+            "generator": "benchmarks/make_locomotion_dataset.py " + " ".join(sys.argv[1:])}
     info = {"algorithm": algo, "trainer_kwargs": kwargs, "behaviour_curve": curve, "untrained_eval_return": evals.get(0),
             "medium_snapshot": steps[i_med],
             "expert_snapshot": steps[i_exp], "expert_rule": args.expert, "medium_replay_snapshots": steps[:i_med + 1],
