@@ -162,25 +162,51 @@ def _free_port() -> str:
         return str(s.getsockname()[1])
 
 
-def _two_processes(tmp: pathlib.Path, max_chunks: str, die: bool = False) -> list[subprocess.CompletedProcess]:
-    port, root = _free_port(), pathlib.Path(__file__).parents[1]
+def _processes(code: str, tmp: pathlib.Path, *argv_per_process: list[str]) -> list[subprocess.CompletedProcess]:
+    """Run `code` in one process per `argv_per_process` entry at once (JAX_PLATFORMS=cpu, from the repo root) and
+    wait for all. Output goes to files, not pipes: a process blocked on a full pipe that nobody reads would stall
+    the other in their next collective."""
+    root, logs = pathlib.Path(__file__).parents[1], tmp / "process-logs"
+    logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen([sys.executable, "-u", "-c", _PROCESS, str(tmp), port, str(pid), max_chunks,
-                               "die" if die else "live"], env=env, cwd=root, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=600)
-        outs.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return outs
+    procs = []
+    for i, argv in enumerate(argv_per_process):
+        out, err = (open(logs / f"{i}.{n}", "w") for n in ("out", "err"))
+        procs.append((subprocess.Popen([sys.executable, "-u", "-c", code, *argv], env=env, cwd=root, stdout=out,
+                                       stderr=err, text=True), out, err))
+    done = []
+    for i, (p, out, err) in enumerate(procs):
+        p.wait(timeout=1800)
+        out.close(), err.close()
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, (logs / f"{i}.out").read_text(),
+                                                (logs / f"{i}.err").read_text()))
+    return done
 
 
-def test_two_processes_share_the_seeds_and_resume(tmp_path):
+def _two_processes(tmp: pathlib.Path, max_chunks: str, die: bool = False) -> list[subprocess.CompletedProcess]:
+    port = _free_port()
+    return _processes(_PROCESS, tmp, *([str(tmp), port, str(pid), max_chunks, "die" if die else "live"]
+                                       for pid in (0, 1)))
+
+
+@pytest.mark.parametrize("damage", [False, True])
+def test_two_processes_share_the_seeds_and_resume(tmp_path, damage):
     """--distributed with 2 processes and 2 seeds, one per process's device (the toy program, seed 1 diverging in
-    iterations 5–6): interrupted after 2 chunks and resumed, the run equals one process training both seeds."""
-    for step in ("2", "resume"):
-        outs = _two_processes(tmp_path / "two", step)
-        assert all(o.returncode == 0 and "DONE" in o.stdout for o in outs), [o.stderr[-2000:] for o in outs]
+    iterations 5–6): interrupted after 2 chunks and resumed, the run equals one process training both seeds. With
+    the newest checkpoint truncated before the resume, both processes skip it together (process 0 names it and
+    moves it aside) and continue from the one before, to the same end."""
+    outs = _two_processes(tmp_path / "two", "2")
+    assert all(o.returncode == 0 and "DONE" in o.stdout for o in outs), [o.stderr[-2000:] for o in outs]
+    if damage:
+        for f in (tmp_path / "two" / "toy" / "checkpoints" / "2" / "state").rglob("*"):
+            if f.is_file():
+                f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
+    outs = _two_processes(tmp_path / "two", "resume")
+    assert all(o.returncode == 0 and "DONE" in o.stdout for o in outs), [o.stderr[-2000:] for o in outs]
+    if damage:
+        assert "checkpoint 2" in outs[0].stderr and "could not be read" in outs[0].stderr
+        skipped = tmp_path / "two" / "toy" / "checkpoints_skipped"
+        assert [p.name.split(".")[0] for p in skipped.iterdir()] == ["2"]
     two = json.loads((tmp_path / "two" / "toy" / "summary.json").read_text())
     one_args = dict(logdir=str(tmp_path / "one"), num_seeds=2)
     from tests.test_runner import _Args, _program
@@ -202,6 +228,75 @@ def test_a_dying_process_stops_the_other(tmp_path):
     assert outs[1].returncode == 3
     assert outs[0].returncode != 0 and "DONE" not in outs[0].stdout
     assert "another task died" in outs[0].stderr
+
+
+_LOCAL_DEVICE = r"""
+import json, sys, jax
+jax.local_devices = lambda *a, **k: jax.devices()[1:2]  # as in process 1 of 2 under jax.distributed
+from toperl_jax import envs
+on = lambda tree: sorted({d.id for x in jax.tree.leaves(tree) if isinstance(x, jax.Array) for d in x.devices()})
+key, out = jax.device_put(jax.random.PRNGKey(0), jax.devices()[1]), {}
+for name in ("reacher", "hopper-jump-sparse", "box-pushing-dense", "metaworld-reach"):
+    task = envs.make(name)
+    out[name] = {"model": on(task.mjx_model), "data": on(jax.jit(task.reset)(key).mjx_data)}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_the_physics_model_lives_on_this_process_device(tmp_path):
+    """MJX puts a model on `jax.devices()[0]` by default, which under `jax.distributed` is process 0's: every other
+    process's rollout then closes over arrays it cannot address (a TOP-ERL run over two processes failed at its
+    first evaluation). Every task family places its model and data on `jax.local_devices()[0]` (here device 1)."""
+    out = _on_four_devices(_LOCAL_DEVICE, tmp_path)
+    assert out == {n: {"model": [1], "data": [1]} for n in out} and len(out) == 4
+
+
+_TOP_ERL_PROCESS = r"""
+import dataclasses, json, sys
+import jax, numpy as np
+from toperl_jax import runner
+from variants import top_erl as te
+from tests.test_top_erl import TINY
+
+root, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+a = dataclasses.replace(TINY, num_seeds=2, logdir=root, run_name="two", compile_cache=root + f"/xla{pid}",
+                        distributed=True, coordinator_address="127.0.0.1:" + port, num_processes=2, process_id=pid)
+runner.init_distributed(a)
+runner.run(a, te.make_train(a), verbose=False, max_chunks=1)
+s = runner.run(dataclasses.replace(a, resume=True), te.make_train(a), verbose=False)
+leaves = jax.tree.leaves((s["state"].policy.params, s["state"].critic.params))
+print("RESULT" + json.dumps({"history": s["history"], "here": [tuple(x.addressable_shards[0].data.shape) for x in leaves[:1]],
+                             "params": [np.asarray(x.addressable_shards[0].data).tolist() for x in leaves]}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_top_erl_over_two_processes_matches_one_process(tmp_path):
+    """TOP-ERL's tiny configuration with --distributed over 2 local processes (one seed each), interrupted after
+    the first chunk and resumed, against the same 2 seeds vmapped in this process: every evaluation and each
+    process's seed's parameters agree to float32 rounding (rtol 1e-4, atol 1e-5, as in the 4-device test)."""
+    import dataclasses
+
+    from tests.test_top_erl import TINY
+    from variants import top_erl as te
+
+    port = _free_port()
+    outs = _processes(_TOP_ERL_PROCESS, tmp_path, *([str(tmp_path), port, str(pid)] for pid in (0, 1)))
+    assert all(o.returncode == 0 for o in outs), [o.stderr[-3000:] for o in outs]
+    two = [json.loads(o.stdout.split("RESULT", 1)[1]) for o in outs]
+    a = dataclasses.replace(TINY, num_seeds=2, logdir=str(tmp_path), run_name="one", checkpoint_interval=0)
+    one = runner.run(a, te.make_train(a), verbose=False)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h]  # noqa: E731
+    assert strip(two[0]["history"]) == strip(two[1]["history"])  # the metrics are gathered from both processes
+    for x, y in zip(two[0]["history"], one["history"], strict=True):
+        for n in x:
+            if n.startswith("eval/"):
+                np.testing.assert_allclose(x[n], y[n], rtol=1e-4, atol=1e-5, err_msg=n)
+    ref = jax.tree.leaves((one["state"].policy.params, one["state"].critic.params))
+    for pid, t in enumerate(two):
+        assert t["here"] == [[1, *np.asarray(ref[0]).shape[1:]]]  # one seed on each process
+        for x, y in zip(t["params"], ref, strict=True):
+            np.testing.assert_allclose(np.asarray(x)[0], np.asarray(y)[pid], rtol=1e-4, atol=1e-5)
 
 
 def test_seeds_that_do_not_split_evenly_are_refused():

@@ -84,9 +84,10 @@ def save(mgr, step: int, state, meta: dict) -> None:
 def restore(mgr, state_like, say=print):
     """The newest intact checkpoint as (state with the structure, shapes and dtypes of `state_like` — arrays or
     `jax.ShapeDtypeStruct`s, e.g. from `jax.eval_shape` — , placed by their shardings where they have one, meta
-    dict, step). A newer step that fails to load
-    (truncated, incomplete, unreadable) is named through `say` and moved to `checkpoints_skipped/<step>` beside
-    the checkpoints, so that later saves of that step are not refused; `ValueError` if none loads."""
+    dict, step). A newer step that fails to load (truncated, incomplete, unreadable) is named through `say` and
+    moved to `checkpoints_skipped/<step>` beside the checkpoints, so that later saves of that step are not
+    refused; `ValueError` if none loads. Under `jax.distributed` every process reads its own shards, so the
+    processes decide together: a step that fails in any process is skipped by all, and process 0 moves it."""
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
@@ -95,17 +96,39 @@ def restore(mgr, state_like, say=print):
     errors = []
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
-            out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                            meta=ocp.args.JsonRestore()))
+            out, error = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                   meta=ocp.args.JsonRestore())), None
         except Exception as e:  # noqa: BLE001 — any failure to read a step means: try the one before
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            errors.append(f"step {step}: {type(e).__name__}: {first_line}")
-            skipped = root.parent / "checkpoints_skipped"
+            out, error = None, f"{type(e).__name__}: {first_line}"
+        if not _failed_anywhere(error is not None):
+            return out["state"], out["meta"], step
+        error = error or "could be read here, not in another process"
+        errors.append(f"step {step}: {error}")
+        skipped = root.parent / "checkpoints_skipped"
+        if jax.process_index() == 0:
             skipped.mkdir(exist_ok=True)
             shutil.move(str(root / str(step)), str(skipped / f"{step}.{int(time.time())}"))
-            say(f"checkpoint {step} in {root} could not be read ({type(e).__name__}: {first_line}); moved it to "
-                f"{skipped} and trying the one before")
-            mgr.reload()
-            continue
-        return out["state"], out["meta"], step
+            say(f"checkpoint {step} in {root} could not be read ({error}); moved it to {skipped} and trying the "
+                "one before")
+        barrier(f"toperl-jax: checkpoint {step} skipped")
+        mgr.reload()
     raise UsageError(f"--resume: no checkpoint in {root} could be read ({'; '.join(errors) or 'none found'})")
+
+
+def _failed_anywhere(failed: bool) -> bool:
+    """Whether `failed` holds in any process (this one's flag alone without `jax.distributed`)."""
+    if jax.process_count() == 1:
+        return failed
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([failed]))))
+
+
+def barrier(name: str) -> None:
+    """Wait until every process (under `jax.distributed`) has reached the barrier `name`."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

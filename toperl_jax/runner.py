@@ -179,13 +179,6 @@ def _gather(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
 def use_compile_cache(args) -> None:
     """Point JAX's persistent compilation cache at `args.compile_cache` ('' disables; a cache dir already set wins)."""
     if args.compile_cache and jax.config.jax_compilation_cache_dir is None:
@@ -225,7 +218,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     if taken and not getattr(args, "overwrite", False):
         raise UsageError(f"{run_dir} already holds a run: continue it with --resume, start another with "
                          "--run-name NAME, or replace it with --overwrite")
-    _barrier("toperl-jax: run directory checked")  # by every process, before process 0 changes it
+    ckpt.barrier("toperl-jax: run directory checked")  # by every process, before process 0 changes it
     if taken and lead:
         remove_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

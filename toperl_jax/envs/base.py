@@ -44,6 +44,18 @@ def xla_cpu_options(platform: str | None = None) -> dict[str, bool] | None:
     return {"xla_cpu_use_fusion_emitters": False} if (platform or jax.default_backend()) == "cpu" else None
 
 
+def put_model(mj_model) -> mjx.Model:
+    """`mjx.put_model` (impl 'jax') onto this process's first device. MJX's default is `jax.devices()[0]`, which
+    under `jax.distributed` belongs to process 0: every other process would close its jitted programs over
+    arrays it cannot address (the model's arrays are constants of every rollout)."""
+    return mjx.put_model(mj_model, impl="jax", device=jax.local_devices()[0])
+
+
+def make_data(mjx_model: mjx.Model) -> mjx.Data:
+    """`mjx.make_data` on this process's first device (see `put_model`)."""
+    return mjx.make_data(mjx_model, impl="jax", device=jax.local_devices()[0])
+
+
 @struct.dataclass
 class EnvState:
     """State of one episode (add leading batch dims with vmap).

@@ -58,7 +58,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, pd_torque, xla_cpu_options
+from toperl_jax.envs.base import EnvState, EpisodicTask, make_data, pd_torque, put_model, xla_cpu_options
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("box_pushing.xml")
@@ -178,7 +178,7 @@ class BoxPushing(EpisodicTask):
         self.random_init = bool(random_init)
         self.name = "box-pushing-" + ("dense" if reward_type == "dense" else "sparse")
         self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
-        self.mjx_model = mjx.put_model(self.mj_model, impl="jax")
+        self.mjx_model = put_model(self.mj_model)
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         m = self.mj_model
         self._box_body = m.body("box_0").id
@@ -389,7 +389,7 @@ class BoxPushing(EpisodicTask):
         q_arm, ik_iters = self.inverse_kinematics(target, jnp.asarray(DESIRED_ROD_QUAT))
         qpos = jnp.zeros(m.nq).at[:7].set(q_arm)
         qpos = qpos.at[self._box_qpos:self._box_qpos + 7].set(jnp.concatenate([box_pos, box_quat]))
-        data = mjx.make_data(m).replace(qpos=qpos, qvel=jnp.zeros(m.nv),
+        data = make_data(m).replace(qpos=qpos, qvel=jnp.zeros(m.nv),
                                         mocap_pos=goal_pos[None], mocap_quat=goal_quat[None])
         data = self._kinematics_and_bias(data)
         info = {"goal_pos": goal_pos, "goal_quat": goal_quat, "ik_iterations": ik_iters,

@@ -57,7 +57,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout
+from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, make_data, put_model
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("hopper_jump.xml")
@@ -145,7 +145,7 @@ class HopperJump(EpisodicTask):
             self.episode_length = int(episode_length)
         self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
         m = self.mj_model
-        self.mjx_model = mjx.put_model(m, impl="jax")
+        self.mjx_model = put_model(m)
         self.dt = float(m.opt.timestep) * self.frame_skip
         self._torso = m.body("torso").id
         self._foot_site = m.site("foot_site").id
@@ -243,7 +243,7 @@ class HopperJump(EpisodicTask):
 
     def reset_to(self, qpos: jax.Array, qvel: jax.Array, goal: jax.Array, key: jax.Array | None = None) -> EnvState:
         """Episode start from a given state: qpos [6], qvel [6], goal [3] (for tests and parity)."""
-        data = mjx.make_data(self.mjx_model).replace(qpos=jnp.asarray(qpos, jnp.float32),
+        data = make_data(self.mjx_model).replace(qpos=jnp.asarray(qpos, jnp.float32),
                                                      qvel=jnp.asarray(qvel, jnp.float32))
         data = mjx.forward(self.mjx_model, data)
         goal = jnp.asarray(goal, jnp.float32)

@@ -47,7 +47,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, xla_cpu_options
+from toperl_jax.envs.base import EnvState, EpisodicTask, make_data, put_model, xla_cpu_options
 from toperl_jax.envs.metaworld import assets
 from toperl_jax.mp import ProDMPConfig
 
@@ -152,7 +152,7 @@ class SawyerTask(EpisodicTask):
                 raise ValueError(f"episode_length must be >= 1, got {episode_length}")
             self.episode_length = int(episode_length)
         self.mj_model = assets.build_model(self.xml, self.pairs, self.option)
-        self.mjx_model = mjx.put_model(self.mj_model, impl="jax")
+        self.mjx_model = put_model(self.mj_model)
         m = self.mj_model
         self.dt = float(m.opt.timestep) * self.frame_skip
         self._hand_body = m.body("hand").id
@@ -293,7 +293,7 @@ class SawyerTask(EpisodicTask):
         qpos, qvel, ctx = self.episode_init(rand)
         model = self.model_for(ctx)
         hr = self.hand_reset
-        data = mjx.make_data(self.mjx_model).replace(
+        data = make_data(self.mjx_model).replace(
             qpos=qpos.astype(jnp.float32), qvel=qvel.astype(jnp.float32),
             mocap_pos=jnp.asarray(hr.mocap_pos, jnp.float32)[None],
             mocap_quat=jnp.asarray(MOCAP_QUAT, jnp.float32)[None])
