@@ -89,7 +89,7 @@ class Args:
 
 def check_args(args: Args, te_args: top_erl.Args) -> None:
     def fail(flag, msg):
-        raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+        raise cli.UsageError(f"--{flag.replace('_', '-')}: {msg}")
 
     recipes.check_recipes(args.recipes)
     if args.episodes < 1:
@@ -178,7 +178,8 @@ def main(args: Args) -> dict:
         eval_fn = jax.jit(prog.evaluate, compiler_options=opts)
         per_chunk = te_args.eval_interval * te_args.num_envs
         if per_chunk > te_args.buffer_size:
-            raise ValueError(f"a chunk adds {per_chunk} episodes, more than the buffer holds ({te_args.buffer_size})")
+            raise cli.UsageError(f"--eval-interval × --num-envs: a chunk adds {per_chunk} episodes, more than the "
+                                 f"buffer holds (--buffer-size {te_args.buffer_size})")
         replay, curve, snapshots = [], [], {}
         for chunk in range(args.expert_iterations // te_args.eval_interval):
             state, _ = chunk_fn(state, jnp.int32(chunk * te_args.eval_interval + 1))

@@ -112,21 +112,21 @@ def trainer(args: Args):
     try:
         extra = json.loads(args.trainer_flags)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--trainer-flags: not valid JSON ({e}): {args.trainer_flags!r}") from None
+        raise cli.UsageError(f"--trainer-flags: not valid JSON ({e}): {args.trainer_flags!r}") from None
     if not isinstance(extra, dict):
         raise TypeError(f"--trainer-flags: must be a JSON object, got {args.trainer_flags!r}")
     allowed = set(inspect.signature(fn).parameters) - {"environment", "progress_fn", "policy_params_fn", "seed",
                                                        "num_evals", "save_checkpoint_path", "checkpoint_logdir"}
     bad = sorted(set(extra) - allowed)
     if bad:
-        raise ValueError(f"--trainer-flags: {bad} are not arguments of brax's {name}.train that this script lets you "
-                         f"set; accepted: {', '.join(sorted(allowed))}")
+        raise cli.UsageError(f"--trainer-flags: {bad} are not arguments of brax's {name}.train that this script lets "
+                             f"you set; accepted: {', '.join(sorted(allowed))}")
     return name, fn, {**preset, **extra}
 
 
 def check_args(args: Args) -> None:
     def fail(flag, msg):
-        raise ValueError(f"--{flag.replace('_', '-')}: {msg}")
+        raise cli.UsageError(f"--{flag.replace('_', '-')}: {msg}")
 
     recipes.check_recipes(args.recipes)
     for name in ("transitions", "rollout_envs"):

@@ -193,8 +193,8 @@ class Args:
     """seeds vmapped into one program (the variant's --num-seeds); default: the suite's (4)"""
     logdir: str = "runs/bench"
     """root of the run directories: <logdir>/<suite>/<variant>/seeds<a>-<b>/"""
-    out: str = "results"
-    """where the aggregated files go: <out>/bench_<suite>/"""
+    out: str = "runs/results"
+    """where the aggregated files go: <out>/bench_<suite>/ (the tables committed in results/ used --out results)"""
     aggregate_only: bool = False
     """do not train; aggregate every run directory found under <logdir>/<suite>/<variant>/"""
     reps: int = 2000

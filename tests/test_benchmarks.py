@@ -295,6 +295,17 @@ def test_multitask_suite_trains_one_run_per_task(tmp_path, monkeypatch, capsys):
         rp.main(cli + ["--env", "metaworld-push"])
 
 
+def test_the_default_output_leaves_the_committed_results_alone():
+    """A suite run with the defaults must not overwrite the tables committed under results/ (the default --out
+    was `results` once)."""
+    import subprocess
+
+    committed = subprocess.run(["git", "ls-files", "results"], cwd=rp.ROOT, capture_output=True, text=True).stdout
+    assert "results/bench_reach/" in committed  # what is protected
+    out = (rp.ROOT / rp.Args().out).resolve()
+    assert not any((rp.ROOT / f).resolve().is_relative_to(out) for f in committed.split())
+
+
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(SystemExit, match="--tasks: unknown pick-and-place; suite metaworld-mt50 has reach, push"):
         rp.main(["--suite", "metaworld-mt50", "--tasks", "reach", "pick-and-place"])

@@ -2,6 +2,7 @@
 measured in docs/qt.md)."""
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import pytest
@@ -28,6 +29,21 @@ def test_bad_flags_are_refused_with_the_flag_named(change, flags, message):
     args = dataclasses.replace(md.Args(medium_iterations=20, expert_iterations=40), **change)
     with pytest.raises(ValueError, match=message):
         md.check_args(args, _te(*flags))
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("make_dataset", ["--episodes", "0"], "error: --episodes: must be ≥ 1"),
+    ("make_dataset", ["--recipes", "medium", "nonsense"], "error: --recipes: unknown recipe(s) ['nonsense']"),
+    ("make_locomotion_dataset", ["--trainer-flags", "num_timesteps=5"], "error: --trainer-flags: not valid JSON"),
+])
+def test_a_bad_flag_is_one_line_not_a_traceback(script, flags, message):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, f"benchmarks/{script}.py", *flags], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).parents[1], timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith(message), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
 
 
 def test_good_flags_pass():

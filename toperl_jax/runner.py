@@ -325,7 +325,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
         say(f"stopped: every seed diverged; the last finite evaluations are in {run_dir / 'summary.json'}")
     elif chunk == num_chunks:
         say(f"done: {summary[unit]} {unit.replace('_', ' ')} in {summary['wall_time']:.0f} s; summary in "
-            f"{run_dir / 'summary.json'}; TensorBoard: tensorboard --logdir {run_dir}")
+            f"{run_dir / 'summary.json'}; TensorBoard (pip install tensorboard): tensorboard --logdir {run_dir}")
         if getattr(args, "video", False) and render_final is not None and jax.process_count() == 1:
             render_final(args, program, state, run_dir, say)
     summary["state"] = state

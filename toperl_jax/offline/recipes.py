@@ -12,6 +12,7 @@ import pathlib
 
 import numpy as np
 
+from toperl_jax.cli import UsageError
 from toperl_jax.offline.dataset import FIELDS, TrajectoryDataset, normalized_score, references_usable
 from toperl_jax.offline.formats import save_d4rl_hdf5
 
@@ -21,7 +22,7 @@ RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 def check_recipes(recipes) -> None:
     bad = [r for r in recipes if r not in RECIPES]
     if bad or not recipes:
-        raise ValueError(f"--recipes: unknown recipe(s) {bad}; accepted: {', '.join(RECIPES)}")
+        raise UsageError(f"--recipes: unknown recipe(s) {bad}; accepted: {', '.join(RECIPES)}")
 
 
 def medium_expert(columns: dict[str, dict]) -> dict[str, np.ndarray]:
