@@ -105,8 +105,8 @@ def restore(mgr, state_like, say=print):
             return out["state"], out["meta"], step
         error = error or "could be read here, not in another process"
         errors.append(f"step {step}: {error}")
-        skipped = root.parent / "checkpoints_skipped"
         if jax.process_index() == 0:
+            skipped = root.parent / "checkpoints_skipped"
             skipped.mkdir(exist_ok=True)
             shutil.move(str(root / str(step)), str(skipped / f"{step}.{int(time.time())}"))
             say(f"checkpoint {step} in {root} could not be read ({error}); moved it to {skipped} and trying the "
