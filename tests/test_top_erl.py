@@ -63,12 +63,12 @@ def test_presets_reproduce_upstream_configs():
     # upstream's multi-processing agent (the README's entry point) fills the buffer to a batch before iteration 1
     assert box.buffer_warmup and sparse.buffer_warmup and hop.buffer_warmup and te.PRESETS["metaworld"].buffer_warmup
     assert not te.PRESETS["reach"].buffer_warmup
-    # the CPU-scale hopper changes budgets only (docs/fidelity.md)
+    # the CPU-scale hopper changes budgets only and keeps the paper's update ratio (docs/fidelity.md)
     cpu = te.PRESETS["hopper-jump-cpu"]
-    budgets = {"task", "num_envs", "iterations", "batch_size", "n_embd", "epochs_critic", "epochs_policy",
-               "traj_downsample_factor", "policy_update_from", "eval_interval", "num_eval_episodes"}
+    budgets = {"task", "iterations", "batch_size", "n_embd", "traj_downsample_factor", "eval_interval",
+               "num_eval_episodes"}
     assert {f.name for f in dataclasses.fields(te.Args) if getattr(cpu, f.name) != getattr(hop, f.name)} == budgets
-    assert cpu.policy_update_from * cpu.num_envs == pytest.approx(hop.policy_update_from * hop.num_envs, abs=4)
+    assert (cpu.num_envs, cpu.epochs_critic, cpu.epochs_policy, cpu.policy_update_from) == (1, 20, 10, 250)
     # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml
     mw = te.PRESETS["metaworld"]
     assert (mw.task, mw.env, mw.traj_downsample_factor, mw.iterations, mw.num_envs) == (
@@ -281,6 +281,22 @@ def test_reach_learns(tmp_path):
     assert before["eval/is_success"][0] == 0.0
     assert after["eval/is_success"][0] >= 0.25, (before, after)
     assert after["eval/distance"][0] < 0.5 * before["eval/distance"][0], (before, after)  # measured 0.153 -> 0.017 m
+
+
+@pytest.mark.slow
+def test_hopper_jump_cpu_leaves_the_drop_height(tmp_path):
+    """Issue 24's bar as a test: the CPU-scale hopper preset (seed 0, one seed; about an hour on a free core) starts at
+    the 1.4997 m drop height and jumps: the mean max height of the evaluations at iterations 1400-1600 (0.37-0.42M
+    env steps) is ≥ 1.53 m. Measured 2026-12-06 (docs/fidelity.md): seed 0 leaves the drop height at iteration
+    ≈ 1200 and reaches 1.57 / 1.60 / 1.63 m at 1400 / 1500 / 1600; the original code at the same settings jumps
+    at the same point."""
+    args = dataclasses.replace(te.PRESETS["hopper-jump-cpu"], iterations=1600, eval_interval=100,
+                               checkpoint_interval=0, logdir=str(tmp_path))
+    h = te.run(args, verbose=False)["history"]
+    assert h[0]["eval/max_height"][0] == pytest.approx(1.4997, abs=1e-3)
+    last = [e["eval/max_height"][0] for e in h[-3:]]
+    assert [e["iteration"] for e in h[-3:]] == [1400, 1500, 1600]
+    assert np.mean(last) >= 1.53, last
 
 
 @pytest.mark.slow
