@@ -487,3 +487,48 @@ def test_two_worker_processes_give_the_table_of_one_process(tmp_path):
     rows_two, table_two = _strip_times(two / "out" / "bench_reach")
     assert len(rows_one) == 6 and rows_two == rows_one  # every logged number, as written
     assert table_two == table_one and "| top_erl | 2 | 800 |" in table_one
+
+
+def _fake_ours(run_dir: pathlib.Path, seeds: list[int], steps: list[int], value) -> None:
+    """A finished run's summary.json as `variants/top_erl.py` writes it: eval/<metric> holds one value per seed."""
+    run_dir.mkdir(parents=True)
+    history = [{"iteration": j, "env_steps": x, **{f"eval/{m}": [value(m, s, x) for s in seeds]
+                                                  for m in ("return", "box_goal_pos_dist", "is_success")}}
+               for j, x in enumerate(steps)]
+    (run_dir / "summary.json").write_text(json.dumps({"seeds": seeds, "history": history}))
+
+
+def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_path):
+    """Seeds 0 (alone) and 1-3 (vmapped) pool into one 4-seed side over their common evaluations; the original's
+    box columns are read by name; the CSV holds every (step, seed) and a seed given twice is refused."""
+    from benchmarks import fidelity_curves as fc
+
+    value = lambda m, s, x: {"return": 10.0 * s + x / 1000, "box_goal_pos_dist": 0.5 - 0.1 * s,
+                             "is_success": float(s == 3)}[m]
+    _fake_ours(tmp_path / "s0", [0], [0, 400, 800, 1200], value)
+    _fake_ours(tmp_path / "s123", [1, 2, 3], [0, 400, 800], value)
+    for s in range(4):
+        d = tmp_path / f"up{s}"
+        d.mkdir()
+        rows = ["num_global_steps,evaluation_episode_reward_mean,evaluation_box_goal_pos_dist_mean,"
+                "evaluation_is_success_mean,evaluation_max_height_mean"]
+        rows += [f"{x},{value('return', s, x)},{value('box_goal_pos_dist', s, x)},{value('is_success', s, x)},9"
+                 for x in (0, 400)]
+        (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    fc.main(["--task", "box", "--ours", str(tmp_path / "s0"), str(tmp_path / "s123"),
+             "--upstream", *(str(tmp_path / f"up{s}") for s in range(4)), "--out", str(out),
+             "--plot", str(tmp_path / "p.png")])
+    ours = np.loadtxt(out / "ours.csv", delimiter=",", skiprows=1)
+    assert ours.shape == (3 * 4, 5)  # the steps all four seeds have × 4 seeds; env_steps, seed, 3 metrics
+    assert sorted(set(ours[:, 0])) == [0, 400, 800]
+    np.testing.assert_allclose(sorted(ours[ours[:, 0] == 400, 2]), [0.4, 10.4, 20.4, 30.4])
+    original = np.loadtxt(out / "original.csv", delimiter=",", skiprows=1)
+    assert original.shape == (2 * 4, 5)
+    np.testing.assert_allclose(sorted(original[original[:, 0] == 0, 3]), [0.2, 0.3, 0.4, 0.5])
+    table = (out / "table.md").read_text()
+    assert "ours (4 seeds)" in table and "original (4 seeds)" in table and "success rate" in table
+    assert (tmp_path / "p.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="more than one run"):
+        fc.main(["--task", "box", "--ours", str(tmp_path / "s0"), str(tmp_path / "s0"), "--upstream",
+                 str(tmp_path / "up0"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
