@@ -13,9 +13,9 @@ independent of it).
 
 Shapes (specs/toperl_results.md §3, specs/tasks_fancy_gym.md):
   box:    batch 512, T 100, state 29 (28 + time feature), 7 dof (actions 14), 8 basis (k = 63), dt 0.02,
-          policy 2×256, bounds (0.05, 5e-4), linear entropy schedule; token budget 136 / 125.
+          policy 2×256, bounds (0.05, 5e-4), linear entropy schedule; token budget 125 / 125.
   hopper: batch 256, T 250, state 17 (16 + time feature), 3 dof (actions 6), 3 basis (k = 12), dt 0.008,
-          tau 0.8, policy 2×128, bounds (0.1, 0.02), no entropy control; token budget 336 / 275.
+          tau 0.8, policy 2×128, bounds (0.1, 0.02), no entropy control; token budget 275 / 275.
 
 Design anchor (DESIGN.md): upstream PyTorch CriticGPT, one AdamW step at box-pushing shapes on the project's
 2-core CPU, 2.39 s mean (1.83–3.16 s); target ≥ 1.5× faster *with* targets included.

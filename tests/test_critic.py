@@ -359,6 +359,44 @@ def test_row_attention_gradients_equal_mask_path_under_vmap(tiny):
     assert float(jnp.abs(grads[True][1]).max()) > 0
 
 
+def test_padded_actions_past_the_budget_change_no_valid_output(tiny):
+    """The critic budget holds the tokens up to the last valid one; the extra row's padded actions past it (the
+    end of upstream's rows) are dropped. On every valid token, values and parameter gradients are those of the
+    critic on upstream's whole rows (budget max num_rows·(ℓ + 1)) and of the block-diagonal mask path."""
+    critic, params = tiny
+    T, M = 20, 5  # candidate lengths 4, 5, 6, 10, 20; ℓ = 6, o = 0 or 1 (4 rows × 7 tokens) is cut to 25 tokens
+    choices = [(int(ln), o) for ln in seg_lib.segment_lengths(T, M) for o in (range(ln) if T // ln > 1 else [0])]
+    N = seg_lib.token_budget(T, M, True)
+    N_full = max(int(seg_lib.num_rows(T, ln, o, True)) * (ln + 1) for ln, o in choices)
+    assert (N, N_full) == (25, 28)
+    ks, ka, kw = jax.random.split(jax.random.key(37), 3)
+    states, actions = jax.random.normal(ks, (2, N_full, S)), jax.random.normal(ka, (2, N_full, A))
+    weights = jax.random.normal(kw, (2, N_full))
+
+    @partial(jax.jit, static_argnums=(2, 3))
+    def run(length, offset, budget, rows):
+        seg = seg_lib.make_segmentation(length, offset, T, M, extra_row=True)
+        layout = seg_lib.packed_layout(seg, budget=budget)
+
+        def loss(p):
+            out = _tokens(critic, p, layout, states[:, :budget], actions[:, :budget], rows)  # [2, budget]
+            out = jnp.where(layout.valid, out, 0.0)
+            return jnp.sum(out * weights[:, :budget]), out
+
+        grads, out = jax.grad(loss, has_aux=True)(params)
+        return out[:, :N], layout.valid[:N], grads
+
+    for length, offset in choices:
+        out, valid, grads = run(length, offset, N, True)
+        for budget, rows in ((N_full, True), (N, False)):
+            out_ref, valid_ref, grads_ref = run(length, offset, budget, rows)
+            msg = f"ℓ={length} o={offset} budget {budget} rows {rows}"
+            np.testing.assert_array_equal(valid, valid_ref, err_msg=msg)
+            np.testing.assert_allclose(out, out_ref, atol=1e-6, rtol=1e-6, err_msg=msg)
+            for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_ref)):
+                np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5, err_msg=msg)
+
+
 def test_layer_norm_matches_flax():
     """The hand-written VJP equals autodiff through flax's two-pass LayerNorm, with a large common offset."""
     import flax.linen as nn

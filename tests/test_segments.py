@@ -27,16 +27,18 @@ def ref_rows(T, length, offset, extra_row):
 
 
 def ref_tokens(T, length, offset, extra_row, N):
-    """Packed per-token arrays built by concatenating the rows one after another, then padding to N."""
+    """Packed per-token arrays built by concatenating the rows one after another, cut at N (only padded actions
+    k ≥ T may lie past it), then padded to N. `used`: the tokens up to the last valid one."""
     time, is_state, seg_id, pos = [], [], [], []
     for r, c in enumerate(ref_rows(T, length, offset, extra_row)):
         time += [c] + list(range(c, c + length))  # state token at c, then actions c … c + ℓ − 1
         is_state += [True] + [False] * length
         seg_id += [r] * (length + 1)
         pos += list(range(length + 1))
-    used = len(time)
-    assert used <= N
-    pad = N - used
+    assert all(t >= T and not s for t, s in zip(time[N:], is_state[N:]))
+    time, is_state, seg_id, pos = time[:N], is_state[:N], seg_id[:N], pos[:N]
+    used = 1 + max(i for i, t in enumerate(time) if t < T)
+    pad = N - len(time)
     time = np.array(time + [0] * pad)
     seg_id = np.array(seg_id + [-1] * pad)
     valid = (seg_id >= 0) & (time < T)
@@ -73,11 +75,14 @@ def test_lengths_and_budgets():
             assert T // (T // length) == length  # n = T // ℓ reproduces ℓ
         for extra in (True, False):
             counts = [len(ref_rows(T, ln, o, extra)) for ln, o in all_choices(T)]
-            tokens = [len(ref_rows(T, ln, o, extra)) * (ln + 1) for ln, o in all_choices(T)]
+            # state tokens and the actions below T: the extra row's padded actions past them are dropped
+            tokens = [sum(1 + min(ln, T - c) for c in ref_rows(T, ln, o, extra)) for ln, o in all_choices(T)]
             assert sg.max_num_rows(T, M, extra) == max(counts)
             assert sg.token_budget(T, M, extra) == max(tokens)
-    assert sg.token_budget(100, M, True) == 136 == 4 * 34  # spec §7: ℓ = 33, o = 0
-    assert sg.token_budget(250, M, True) == 336 == 4 * 84
+    # ℓ = 4, o = 0: 25 rows hold 100 actions. Upstream's rows of ℓ = 33, o = 0 (4 × 34 = 136 tokens; 4 × 84 = 336
+    # for T = 250) end in padded actions that no valid token sees: the budget no longer holds them.
+    assert sg.token_budget(100, M, True) == 125 == 25 + 100
+    assert sg.token_budget(250, M, True) == 275 == 25 + 250
     assert sg.token_budget(100, M, False) == 125 and sg.token_budget(250, M, False) == 275
     assert sg.max_num_rows(100, M) == sg.max_num_rows(250, M) == 25
 
@@ -121,13 +126,19 @@ def test_packed_layout_every_length_and_offset(T, extra_row):
         np.testing.assert_array_equal(seg.next_state_index[i][:nr], np.array(starts) + length)
         np.testing.assert_array_equal(seg.num_valid_actions[i][:nr], [min(length, T - c) for c in starts])
         assert not seg.num_valid_actions[i][nr:].any()
-        # Inverse map: (row r, position l) → token with the right time index, row, position and validity.
+        assert lay.num_row_tokens[i] == nr * (length + 1)  # upstream's rows, padded actions included
+        # Inverse map: (row r, position l) → token with the right time index, row, position and validity;
+        # −1 past the budget (padded actions only).
         for r, c in enumerate(starts):
-            tok = inv[i, r, : length + 1]
+            tok = r * (length + 1) + np.arange(length + 1)
             times = np.array([c] + list(range(c, c + length)))
+            kept = tok < N
+            assert (times[~kept] >= T).all()
+            np.testing.assert_array_equal(inv[i, r, : length + 1], np.where(kept, tok, -1))
+            tok, times = tok[kept], times[kept]
             np.testing.assert_array_equal(lay.time_index[i][tok], times)
             np.testing.assert_array_equal(lay.segment_id[i][tok], r)
-            np.testing.assert_array_equal(lay.pos_in_row[i][tok], np.arange(length + 1))
+            np.testing.assert_array_equal(lay.pos_in_row[i][tok], np.arange(len(tok)))
             np.testing.assert_array_equal(lay.valid[i][tok], times < T)
             assert (inv[i, r, length + 1:] == -1).all()
         assert (inv[i, nr:] == -1).all()
@@ -164,22 +175,23 @@ def test_gather_tokens_attention_and_unpack():
         padded = np.concatenate([actions, np.zeros((B, length, A), np.float32)], axis=1)
         for r, c in enumerate(starts):
             tok = r * (length + 1)
+            n = min(length, N - tok - 1)  # action tokens of the row within the budget (fewer: padded ones cut)
             np.testing.assert_array_equal(st[:, tok], states[:, c])
             np.testing.assert_array_equal(at[:, tok], 0)
-            np.testing.assert_array_equal(at[:, tok + 1: tok + 1 + length], padded[:, c: c + length])
-            np.testing.assert_array_equal(st[:, tok + 1: tok + 1 + length], 0)
+            np.testing.assert_array_equal(at[:, tok + 1: tok + 1 + n], padded[:, c: c + n])
+            np.testing.assert_array_equal(st[:, tok + 1: tok + 1 + n], 0)
             np.testing.assert_array_equal(rows[:, r, 0], states[:, c])
-            np.testing.assert_array_equal(tok_time[r, : length + 1], [c] + list(range(c, c + length)))
-            assert rmask[r, : length + 1].all() and not rmask[r, length + 1:].any()
-        used = len(starts) * (length + 1)
+            np.testing.assert_array_equal(tok_time[r, : n + 1], [c] + list(range(c, c + n)))
+            assert rmask[r, : n + 1].all() and not rmask[r, n + 1:].any()
+        used = min(len(starts) * (length + 1), N)
         np.testing.assert_array_equal(st[:, used:], 0)
         np.testing.assert_array_equal(at[:, used:], 0)
         assert not rmask[len(starts):].any()
         # Attention: block-diagonal causal from the rows; padding tokens see only themselves.
         want = np.eye(N, dtype=bool)
         for r in range(len(starts)):
-            blk = slice(r * (length + 1), (r + 1) * (length + 1))
-            want[blk, blk] = np.tril(np.ones((length + 1, length + 1), bool))
+            lo, hi = r * (length + 1), min((r + 1) * (length + 1), N)
+            want[lo:hi, lo:hi] = np.tril(np.ones((hi - lo, hi - lo), bool))
         np.testing.assert_array_equal(mask, want)
 
 
@@ -214,9 +226,10 @@ def test_jit_no_retrace_and_errors():
     seen = set()
     for i in range(20):
         seg, lay = step(jax.random.key(i))
-        assert lay.time_index.shape == (336,)
+        assert lay.time_index.shape == (275,)
         seen.add(int(seg.length))
-        assert int(lay.in_row.sum()) == int(seg.num_rows) * (int(seg.length) + 1)
+        assert int(lay.num_row_tokens) == int(seg.num_rows) * (int(seg.length) + 1)
+        assert int(lay.in_row.sum()) == min(int(lay.num_row_tokens), 275)
     assert len(traces) == 1 and len(seen) > 3
     with pytest.raises(ValueError, match="max_num_segments"):
         sg.segment_lengths(10, 11)
@@ -225,7 +238,7 @@ def test_jit_no_retrace_and_errors():
     with pytest.raises(ValueError, match="offset"):
         sg.make_segmentation(100, 3, 100, M)
     with pytest.raises(ValueError, match="budget"):
-        sg.packed_layout(sg.make_segmentation(33, 0, 100, M, True), 100, 135)
+        sg.packed_layout(sg.make_segmentation(33, 0, 100, M, True), 100, 124)
     # Policy segmentation (no extra row) has its own, smaller static budget.
     lay = sg.packed_layout(sg.make_segmentation(jnp.int32(4), jnp.int32(0), 100, M, False))
     assert lay.time_index.shape == (125,) and bool(lay.in_row.all())

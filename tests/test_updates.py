@@ -335,7 +335,8 @@ def test_masked_mse_counts_padded_tokens_like_upstream():
     T = 100
     seg = seg_lib.make_segmentation(33, 0, T, extra_row=True)  # rows c = 0, 33, 66 and the extra row c = 99
     layout = seg_lib.packed_layout(seg)
-    assert int(seg.num_rows) == 4 and int(layout.in_row.sum()) == 4 * 34 == 136
+    # the budget (125 tokens) cuts the extra row's last 11 padded actions; upstream's rows are 4 × 34 = 136 tokens
+    assert int(seg.num_rows) == 4 and layout.time_index.shape == (125,) and int(layout.num_row_tokens) == 136
     pred = jnp.ones((3, 2, layout.time_index.shape[0]))  # [C, B, N], garbage everywhere
     targets = jnp.zeros((2, layout.time_index.shape[0]))
     loss = U.masked_mse(pred, targets, layout)
@@ -345,6 +346,34 @@ def test_masked_mse_counts_padded_tokens_like_upstream():
     pred_np = np.ones((2, 4, 34))
     pred_np[:, 3, 2:] = 0  # upstream: vq_pred[..., 1:] *= valid_mask
     np.testing.assert_allclose(loss[0], np.mean(pred_np**2), rtol=1e-6)
+
+
+def test_critic_step_without_the_padded_actions_past_the_budget():
+    """Targets, per-critic losses and gradients on the critic budget (the tokens up to the last valid one) equal
+    those on upstream's whole rows, whose extra row ends in padded actions past the budget (T = 20: 25 against
+    28 tokens; ℓ = 6 with o = 0 or 1 is cut)."""
+    T, M = 20, 5
+    learner = make_learner(T, 0.05, max_num_segments=M, relative_goal=True, goal_scale=0.5, discount=0.9)
+    rng = np.random.default_rng(13)
+    ep = make_episodes(rng, learner)
+    mean_p, L_p = random_policy_output(rng, learner)
+    params = init_ensemble(learner.critic, jax.random.key(7), 2)
+    target_params = perturbed(params, jax.random.key(8), 0.05)
+    N = seg_lib.token_budget(T, M, True)
+
+    @partial(jax.jit, static_argnums=2)
+    def run(length, offset, budget):
+        seg = seg_lib.make_segmentation(length, offset, T, M, extra_row=True)
+        layout = seg_lib.packed_layout(seg, budget=budget)
+        targets, _ = U.critic_targets(learner, target_params, ep, seg, layout, mean_p, L_p, jax.random.key(9))
+        per_critic, grads = U.critic_loss_and_grad(learner, params, ep, layout, targets)
+        return targets[:, :N], per_critic, grads
+
+    assert N == 25
+    for length, offset in [(6, 0), (6, 1), (4, 3), (10, 0)]:
+        cut, whole = run(length, offset, N), run(length, offset, 28)
+        for a, b in zip(jax.tree.leaves(cut), jax.tree.leaves(whole)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"ℓ={length} o={offset}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ Two ways to call the same parameters:
   id (block-diagonal causal mask). Padding tokens have a negative segment id: they only see other padding
   (at least themselves, so no softmax row is empty and nothing is NaN), no real token sees them, they read
   position 0 of the table, and their output is 0. With `rows=layout.rows` (the packed layout's promise that
-  every segment is a row of the same width ℓ + 1, one after another from token 0) attention is computed inside
-  each row only: the values are the same, the work is that of the drawn ℓ (S·(ℓ + 1)² score pairs per
-  trajectory, as upstream's per-row batches) instead of N² (`row_attention`: one `lax.switch` over the
-  candidate widths, kept a switch under `vmap` over seeds).
+  every segment is a row of the same width ℓ + 1, one after another from token 0, the last one possibly cut
+  short by N) attention is computed inside each row only: the values are the same, the work is that of the
+  drawn ℓ (S·(ℓ + 1)² score pairs per trajectory, as upstream's per-row batches) instead of N²
+  (`row_attention`: one `lax.switch` over the candidate widths, kept a switch under `vmap` over seeds).
 
 Matches upstream (`CriticGPT` in mprl/util/util_nanogpt.py) in: parameter layout and count (533,504 for
 S = 29, A = 14 at the defaults), init (weights N(0, 0.02), residual projections N(0, 0.02/√(2·n_layer)),
@@ -89,14 +89,23 @@ def _split_heads(qkv: jax.Array, n_head: int) -> tuple[jax.Array, jax.Array, jax
 
 
 def _row_attention(qkv: jax.Array, width: int, n_head: int, dtype) -> jax.Array:
-    """Causal attention inside consecutive rows of `width` tokens, `qkv [..., N, 3E]` → `[..., N, E]`.
-    Tokens after the last whole row (padding) attend only to themselves: their output is their value."""
+    """Causal attention inside consecutive rows of `width` tokens from token 0, `qkv [..., N, 3E]` → `[..., N, E]`.
+
+    N need not be a multiple of `width`: the last N mod `width` tokens form one shorter block. A row that N
+    cuts short loses only its last tokens, which no kept token attends to (causal), so its kept tokens get the
+    values of the whole row; padding tokens after the rows attend causally inside their blocks."""
     *batch, N, E3 = qkv.shape
-    M = N // width
-    q, k, v = _split_heads(qkv[..., :M * width, :].reshape(*batch, M, width, E3), n_head)
-    probs = _softmax_attention(q, k, jnp.tril(jnp.ones((width, width), bool)))
-    y = _weighted_values(probs, v, dtype).reshape(*batch, M * width, E3 // 3)
-    return jnp.concatenate([y, qkv[..., M * width:, 2 * E3 // 3:]], axis=-2)
+    M, rest = divmod(N, width)
+
+    def blocks(x: jax.Array, n: int, w: int) -> jax.Array:  # [..., n·w, 3E] → [..., n·w, E], causal per block
+        q, k, v = _split_heads(x.reshape(*batch, n, w, E3), n_head)  # [..., n, w, H, D]
+        probs = _softmax_attention(q, k, jnp.tril(jnp.ones((w, w), bool)))  # [..., n, H, w, w]
+        return _weighted_values(probs, v, dtype).reshape(*batch, n * w, E3 // 3)
+
+    y = blocks(qkv[..., :M * width, :], M, width)
+    if rest:
+        y = jnp.concatenate([y, blocks(qkv[..., M * width:, :], 1, rest)], axis=-2)
+    return y
 
 
 def _switch(branches):
@@ -366,10 +375,11 @@ class TransformerCritic(nn.Module):
                 Negative ids mark padding tokens (output 0, invisible to real tokens).
             deterministic: False enables dropout (needs an rng named 'dropout').
             rows: optional `(widths, index)`, a promise about the layout that makes attention cheaper: every
-                segment is a row of `widths[index]` tokens (`index` traced, `widths` static), the rows sit one
-                after another from token 0, and the tokens after them are padding (the packed layout,
-                `segments.PackedLayout.rows`). Attention is then computed inside each row only (`row_attention`),
-                with the same values as the mask; ignored when dropout is active (the mask path runs).
+                segment is a row of `widths[index]` tokens (`index` traced, `widths` static; the last row may be
+                cut short by N), the rows sit one after another from token 0, and the tokens after them are
+                padding (the packed layout, `segments.PackedLayout.rows`). Attention is then computed inside
+                each row only (`row_attention`), with the same values as the mask; ignored when dropout is
+                active (the mask path runs).
 
         Returns:
             `[..., N]` float32: for a row `[s_c, a_c, …]` laid out with one segment id, the same values as

@@ -27,14 +27,19 @@ All rows of a trajectory sit side by side in one token sequence of static length
 occupies tokens [r(ℓ + 1), (r + 1)(ℓ + 1)): first its state token (time index c), then its ℓ action tokens
 (time indices c … c + ℓ − 1, including padded ones ≥ T, as upstream feeds them to the position table).
 Tokens after the last row are padding. Attention is causal inside a row and blocked across rows
-(`attention_mask`, from `segment_id`). The budget is the maximum of num_rows·(ℓ + 1) over every possible
-(ℓ, o) (`token_budget`, found by enumeration):
+(`attention_mask`, from `segment_id`).
 
-    T    M   extra_row  budget                      max rows
-    100  25  True       136  (ℓ = 33, o = 0: 4 × 34)   25
-    100  25  False      125  (ℓ = 4: 25 × 5)           25
-    250  25  True       336  (ℓ = 83, o = 0: 4 × 84)   25
-    250  25  False      275  (ℓ = 10: 25 × 11)         25
+The budget holds every token up to the last valid one: the maximum over every possible (ℓ, o) of
+num_rows + min(num_rows·ℓ, T − o) (`num_tokens`; `token_budget`, found by enumeration). Only the extra row
+has padded actions, and they come last in the sequence: no valid token attends to them (causal) and the loss
+masks them, so those past N are not materialised, and the last row may be cut short by N. Upstream's rows are
+num_rows·(ℓ + 1) tokens (`PackedLayout.num_row_tokens`; its critic MSE divides by B times that).
+
+    T    M   extra_row  budget                      max rows   upstream's widest num_rows·(ℓ + 1)
+    100  25  True       125  (ℓ = 4, o = 0: 25 + 100)  25         136  (ℓ = 33, o = 0: 4 × 34)
+    100  25  False      125  (ℓ = 4: 25 × 5)           25         125
+    250  25  True       275  (ℓ = 10, o = 0: 25 + 250) 25         336  (ℓ = 83, o = 0: 4 × 84)
+    250  25  False      275  (ℓ = 10: 25 × 11)         25         275
 """
 
 from __future__ import annotations
@@ -83,6 +88,14 @@ def num_rows(T, length, offset, extra_row: bool):
     return full + 1 - ((offset + full * length) == T)
 
 
+def num_tokens(T, length, offset, extra_row: bool):
+    """Packed tokens up to the last valid one for segment length ℓ and offset o (numpy integers, broadcasting):
+    a state token per row and the row actions of index < T, num_rows + min(num_rows·ℓ, T − o). Without the
+    extra row every action is valid: num_rows·(ℓ + 1)."""
+    rows = num_rows(T, length, offset, extra_row)
+    return rows + np.minimum(rows * length, T - offset)
+
+
 def _all_choices(T: int, max_num_segments: int):
     """Every possible (ℓ, o) pair, as two int64 arrays."""
     ls, os_ = [], []
@@ -102,9 +115,10 @@ def max_num_rows(T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: bo
 
 @functools.lru_cache(maxsize=None)
 def token_budget(T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: bool = True) -> int:
-    """Static packed-sequence length N: max over every possible (ℓ, o) of num_rows · (1 + ℓ)."""
+    """Static packed-sequence length N: max over every possible (ℓ, o) of `num_tokens` (the extra row's padded
+    action tokens past it are dropped)."""
     ls, os_ = _all_choices(int(T), int(max_num_segments))
-    return int(np.max(num_rows(T, ls, os_, extra_row) * (ls + 1)))
+    return int(np.max(num_tokens(T, ls, os_, extra_row)))
 
 
 def index_in_segments(T: int, length: int, offset: int, extra_row: bool) -> np.ndarray:
@@ -237,6 +251,9 @@ class PackedLayout:
         row: [N] int32, row number clipped to [0, R − 1] (safe for gathers; use `segment_id` for masks).
         pos_in_row: [N] int32, 0 for the state token, l for the l-th action token (l = 1 … ℓ); 0 for padding.
         in_row: [N] bool, segment_id ≥ 0.
+        num_row_tokens: [] int32, num_rows·(ℓ + 1): the tokens of upstream's per-row layout, padded actions
+            included, also those past the budget that the packed sequence drops (upstream's critic MSE divides by
+            B times this).
         width_index: [] int32, index of the row width ℓ + 1 in `widths`.
         widths: static, ℓ + 1 for every candidate length ℓ (`segment_lengths`).
     """
@@ -248,13 +265,15 @@ class PackedLayout:
     row: jax.Array
     pos_in_row: jax.Array
     in_row: jax.Array
+    num_row_tokens: jax.Array
     width_index: jax.Array
     widths: tuple[int, ...] = flax.struct.field(pytree_node=False)
 
     @property
     def rows(self) -> tuple[tuple[int, ...], jax.Array]:
-        """`(widths, width_index)`: rows of `widths[width_index]` tokens from token 0, padding after them; the
-        critic then attends inside each row only (`TransformerCritic.tokens(rows=...)`)."""
+        """`(widths, width_index)`: rows of `widths[width_index]` tokens from token 0 (the last one possibly cut
+        short by N), padding after them; the critic then attends inside each row only
+        (`TransformerCritic.tokens(rows=...)`)."""
         return self.widths, self.width_index
 
     @property
@@ -273,7 +292,8 @@ def packed_layout(seg: Segmentation, T: int | None = None, budget: int | None = 
             least that, so that every possible segmentation fits.
 
     Returns:
-        `PackedLayout` with [N] arrays; token t belongs to row t // (ℓ + 1) at position t mod (ℓ + 1).
+        `PackedLayout` with [N] arrays; token t belongs to row t // (ℓ + 1) at position t mod (ℓ + 1). Tokens
+        t ≥ N do not exist (only padded actions of the extra row fall there).
     """
     if T is not None and T != seg.T:
         raise ValueError(f"T={T} does not match the segmentation's T={seg.T}")
@@ -295,6 +315,7 @@ def packed_layout(seg: Segmentation, T: int | None = None, budget: int | None = 
     return PackedLayout(time_index=time, is_state=in_row & (pos == 0), segment_id=jnp.where(in_row, row, -1),
                         valid=in_row & (time < T), row=jnp.minimum(row, R - 1),
                         pos_in_row=jnp.where(in_row, pos, 0), in_row=in_row,
+                        num_row_tokens=(seg.num_rows * stride).astype(jnp.int32),
                         width_index=jnp.searchsorted(jnp.asarray(lengths, jnp.int32), seg.length).astype(jnp.int32),
                         widths=tuple(length + 1 for length in lengths))
 
@@ -317,17 +338,20 @@ def token_position(seg: Segmentation, r, l):
     return r * (seg.length + 1) + l
 
 
-def row_token_index(seg: Segmentation) -> jax.Array:
-    """Inverse map `[R, T + 1]` int32: token index of (row r, position l), −1 where r ≥ num_rows or l > ℓ.
+def row_token_index(seg: Segmentation, budget: int | None = None) -> jax.Array:
+    """Inverse map `[R, T + 1]` int32: token index of (row r, position l), −1 where r ≥ num_rows or l > ℓ, or
+    where the token would lie at or past the budget N (a padded action the packed sequence drops).
 
     The width T + 1 holds the longest row (ℓ = T); for a row r and l ≤ ℓ, the token has time index
-    c_r + max(l − 1, 0).
+    c_r + max(l − 1, 0). `budget`: N (default `token_budget(seg.T, seg.max_num_segments, seg.extra_row)`).
     """
+    N = token_budget(seg.T, seg.max_num_segments, seg.extra_row) if budget is None else int(budget)
     R = seg.row_start.shape[0]
     r = jnp.arange(R, dtype=jnp.int32)[:, None]
     l = jnp.arange(seg.T + 1, dtype=jnp.int32)[None, :]
-    exists = (r < seg.num_rows) & (l <= seg.length)
-    return jnp.where(exists, token_position(seg, r, l), -1)
+    tok = token_position(seg, r, l)
+    exists = (r < seg.num_rows) & (l <= seg.length) & (tok < N)
+    return jnp.where(exists, tok, -1)
 
 
 def unpack_rows(x: jax.Array, seg: Segmentation, feature_dims: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -340,12 +364,13 @@ def unpack_rows(x: jax.Array, seg: Segmentation, feature_dims: int = 0) -> tuple
 
     Returns:
         rows [..., R, T + 1, *F]: entry (r, l) is the value at row r, position l (0 = state token);
-        mask [R, T + 1] bool: the slot exists (r < num_rows and l ≤ ℓ); other slots are 0. Padded actions
-        (index ≥ T) are kept and not masked here (use `seg.num_valid_actions` for that).
+        mask [R, T + 1] bool: the slot has a token (r < num_rows, l ≤ ℓ and its token index < N); other slots
+        are 0. Padded actions (index ≥ T) within N are kept and not masked here (use `seg.num_valid_actions`
+        for that); those past N are not in the packed sequence.
     """
-    idx = row_token_index(seg)
-    mask = idx >= 0
     axis = x.ndim - 1 - feature_dims
+    idx = row_token_index(seg, x.shape[axis])
+    mask = idx >= 0
     rows = jnp.take(x, jnp.maximum(idx, 0), axis=axis)
     m = mask.reshape(mask.shape + (1,) * feature_dims)
     return jnp.where(m, rows, 0), mask

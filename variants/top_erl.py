@@ -285,11 +285,11 @@ def critic_targets(learner: Learner, target_params, episodes: buffer_lib.Episode
 def masked_mse(pred: jax.Array, targets: jax.Array, layout: seg_lib.PackedLayout, batch_size: int | None = None):
     """Upstream's critic MSE on the packed layout, `pred [..., b, N]`, `targets [b, N]` → `[...]`: prediction
     and target zeroed at padded action and packing tokens, divided by B · num_rows · (1 + ℓ) (upstream's
-    `mse_loss` over [B, rows, 1 + ℓ] counts the padded action tokens; the packing tokens do not exist there).
-    `batch_size`: B when `pred` holds a chunk of b < B trajectories."""
+    `mse_loss` over [B, rows, 1 + ℓ] counts the padded action tokens, also those past the packed budget; the
+    packing tokens do not exist there). `batch_size`: B when `pred` holds a chunk of b < B trajectories."""
     mask = layout.valid
     diff = jnp.where(mask, pred, 0.0) - jnp.where(mask, targets, 0.0)
-    count = (targets.shape[0] if batch_size is None else batch_size) * jnp.sum(layout.in_row)
+    count = (targets.shape[0] if batch_size is None else batch_size) * layout.num_row_tokens
     return jnp.sum(jnp.square(diff), axis=(-2, -1)) / count
 
 

@@ -329,7 +329,7 @@ def masked_mse(pred: jax.Array, targets: jax.Array, layout: seg_lib.PackedLayout
     zeroed at padded action and packing tokens, divided by B · num_rows · (1 + ℓ))."""
     mask = layout.valid
     diff = jnp.where(mask, pred, 0.0) - jnp.where(mask, targets, 0.0)
-    count = (targets.shape[0] if batch_size is None else batch_size) * jnp.sum(layout.in_row)
+    count = (targets.shape[0] if batch_size is None else batch_size) * layout.num_row_tokens
     return jnp.sum(jnp.square(diff), axis=(-2, -1)) / count
 
 
