@@ -105,6 +105,24 @@ def seed_sharding(num_seeds: int, devices=None) -> NamedSharding | None:
     return NamedSharding(Mesh(np.array(devices[:d]), ("seeds",)), PartitionSpec("seeds"))
 
 
+GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+"""XLA options of every program compiled for a GPU: the GEMMs go to cuBLAS, not to XLA's Triton GEMM emitter. Compiled
+without autotuning (deviceless for an H100, jax 0.10.2), the Triton GEMM fusion fails on a dot whose operand is a
+transposed [..., features, tokens] tensor when the tokens per row are not a multiple of 16 ("Couldn't find output
+tile sizes that satisfy hlo"): the critic's backward pass in the critic and policy steps (box-dense: 125 tokens per
+row). docs/performance.md "GPU" has the reproduction (tests/test_gpu_compile.py)."""
+
+
+def compiler_options(task, platform: str) -> dict | None:
+    """XLA options for the programs that step `task` on `platform` (a jax device's platform, 'cpu' / 'gpu', or a
+    lowering platform, 'cuda'): the task's own (`task.compiler_options`), plus `GPU_COMPILER_OPTIONS` on a GPU."""
+    options = getattr(task, "compiler_options", None)
+    opts = options(platform=platform) if options else None
+    if platform in ("gpu", "cuda", "rocm"):
+        opts = {**(opts or {}), **GPU_COMPILER_OPTIONS}
+    return opts
+
+
 def _jit(fn, sharded: tuple[bool, ...], sharding: NamedSharding | None, **kw):
     """`jax.jit(fn)`, with its arguments (`sharded[i]`: split over seeds, else replicated) and outputs (split)
     placed by `sharding` when there is one. `fn` (vmapped over seeds) then runs under `shard_map`: every device
@@ -228,8 +246,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     place = jnp.asarray if shard is None else (lambda x: jax.device_put(np.asarray(x), shard))
     host_keys, eval_keys = seed_keys(args.seed, args.num_seeds, program.eval_salt)
     keys = place(host_keys)
-    options = getattr(task, "compiler_options", None)
-    opts = options(platform=(devices or jax.devices())[0].platform) if options else None
+    opts = compiler_options(task, (devices or jax.devices())[0].platform)
     if args.resume:  # only the shapes (and placement): the values come from the checkpoint
         state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shard),
                              jax.eval_shape(jax.vmap(init), keys))
