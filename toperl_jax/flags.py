@@ -1,9 +1,10 @@
 """The flags TOP-ERL and its forks share (spec: top_erl.md; the numbers: the upstream configs named per preset).
 
 One frozen dataclass (`Flags`, one line of help per flag), the preset numbers per task (`PRESETS`, plain data),
-the checks (`check_env`, `check_args`, before anything compiles) and the library configs derived from the flags
-(`prodmp_config`, `critic_network`, `policy_network`, `projection_config`), each in this one place. A variant's
-`Args` subclasses `Flags`, so flag names and `args.json` stay flat (why not nested: docs/architecture.md).
+the checks (`check_env`, `check_args`, before anything compiles), the task (`make_task`) and the library configs
+derived from the flags (`prodmp_config`, `critic_network`, `policy_network`, `projection_config`), each in this one
+place. A variant's `Args` subclasses `Flags`, so flag names and `args.json` stay flat (why not nested:
+docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Flags:
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
     env: str = "reacher"
     """environment (`toperl_jax.envs.task_names()`), set by the preset; `--task metaworld` takes a metaworld-* task"""
+    physics_impl: Literal["jax", "warp"] = "jax"
+    """MJX implementation: jax (pure JAX, any device) or warp (MuJoCo Warp kernels, for CUDA GPUs; the `gpu` extra)"""
     seed: int = 0
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1
@@ -300,6 +303,20 @@ def check_env(args: Flags) -> None:
     if args.task == "metaworld" and args.env not in metaworld:
         raise UsageError(f"--env: the metaworld preset needs a Meta-World task, got {args.env!r}; choose one of "
                          f"{', '.join(metaworld)}")
+    try:
+        envs.check_physics_impl(args.physics_impl)
+    except ValueError as e:
+        raise UsageError(f"--physics-impl: {e}") from None
+
+
+def make_task(args: Flags) -> envs.EpisodicTask:
+    """The task of `--env` (checked by `check_env` first) on `--physics-impl`. With MJX-Warp every episode that one
+    vmapped call steps shares one contact list (`envs.base.make_data`), sized here for the largest such call:
+    `--num-seeds` × the most episodes of one rollout (training, warm-up or evaluation)."""
+    check_env(args)
+    kwargs = {"random_init": args.random_init} if args.env.startswith("box") else {}
+    worlds = args.num_seeds * max(args.num_envs, args.num_eval_episodes, warmup_episodes(args))
+    return envs.make(args.env, physics_impl=args.physics_impl, warp_worlds=worlds, **kwargs)
 
 
 def check_args(args: Flags, task: envs.EpisodicTask) -> None:

@@ -453,8 +453,7 @@ def policy_update(learner: Learner, state: PolicyState, buffer, critic_params, s
 def make_train(args: Args, platform: str | None = None) -> runner.Program:
     """Static set-up (task, learner) and the pure single-seed functions of one run (`runner.Program`), for the
     target `platform` (default: the backend at hand; e.g. 'cuda' to lower the GPU program on a CPU machine)."""
-    flags.check_env(args)
-    task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
+    task = flags.make_task(args)
     flags.check_args(args, task)
     learner = make_learner(args, task, platform)
     T, dof, k = learner.T, task.num_dof, learner.mp.num_params  # T: the learner's (T_env / F)

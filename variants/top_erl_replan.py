@@ -476,8 +476,7 @@ def policy_update(learner: Learner, state: PolicyState, buffer, critic_params, s
 def make_train(args: Args, platform: str | None = None) -> runner.Program:
     """Static set-up: the task, the learner, the split schedule and the pure functions of one run, for the target
     `platform` (default: the backend at hand)."""
-    flags.check_env(args)
-    task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
+    task = flags.make_task(args)
     flags.check_args(args, task)
     splits = split_config(args, task)
     F = args.traj_downsample_factor

@@ -11,7 +11,7 @@ MJCF is only compiled when that task is made.
 
 import importlib
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, pd_torque
+from toperl_jax.envs.base import PHYSICS_IMPLS, EnvState, EpisodicTask, Rollout, check_physics_impl, pd_torque
 
 # name -> ("module:Class", constructor kwargs)
 _REGISTRY: dict[str, tuple[str, dict]] = {
@@ -87,7 +87,8 @@ def task_names() -> tuple[str, ...]:
 
 
 def make(name: str, **kwargs) -> EpisodicTask:
-    """Build a task by name; kwargs go to its constructor (e.g. episode_length, random_init)."""
+    """Build a task by name; kwargs go to its constructor (e.g. episode_length, random_init; every task takes
+    physics_impl 'jax' or 'warp' and warp_worlds, see `EpisodicTask.init_physics`)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; accepted task names: {', '.join(task_names())}")
     target, defaults = _REGISTRY[name]
@@ -95,4 +96,5 @@ def make(name: str, **kwargs) -> EpisodicTask:
     return getattr(importlib.import_module(module), cls)(**{**defaults, **kwargs})
 
 
-__all__ = ["EnvState", "EpisodicTask", "Rollout", "make", "pd_torque", "task_names"]
+__all__ = ["PHYSICS_IMPLS", "EnvState", "EpisodicTask", "Rollout", "check_physics_impl", "make", "pd_torque",
+           "task_names"]

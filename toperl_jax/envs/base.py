@@ -25,8 +25,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import mujoco
 from flax import struct
 from mujoco import mjx
+from mujoco.mjx import warp as mjx_warp
 
 from toperl_jax.mp import ProDMPConfig
 
@@ -44,16 +46,65 @@ def xla_cpu_options(platform: str | None = None) -> dict[str, bool] | None:
     return {"xla_cpu_use_fusion_emitters": False} if (platform or jax.default_backend()) == "cpu" else None
 
 
-def put_model(mj_model) -> mjx.Model:
-    """`mjx.put_model` (impl 'jax') onto this process's first device. MJX's default is `jax.devices()[0]`, which
-    under `jax.distributed` belongs to process 0: every other process would close its jitted programs over
-    arrays it cannot address (the model's arrays are constants of every rollout)."""
-    return mjx.put_model(mj_model, impl="jax", device=jax.local_devices()[0])
+PHYSICS_IMPLS = ("jax", "warp")
+"""MJX implementations a task runs on (its `physics_impl` argument, `--physics-impl`): 'jax' (MJX in pure JAX, any
+device) or 'warp' (MJX-Warp: MuJoCo Warp kernels called from JAX, on a CUDA GPU or, slowly, the CPU; needs the
+optional `gpu` extra). docs/envs.md "Physics backends"."""
 
 
-def make_data(mjx_model: mjx.Model) -> mjx.Data:
-    """`mjx.make_data` on this process's first device (see `put_model`)."""
-    return mjx.make_data(mjx_model, impl="jax", device=jax.local_devices()[0])
+def check_physics_impl(impl: str) -> None:
+    """Reject an unknown `impl`, and 'warp' without warp-lang installed, with a one-line message."""
+    if impl not in PHYSICS_IMPLS:
+        raise ValueError(f"physics_impl must be one of {', '.join(PHYSICS_IMPLS)}, got {impl!r}")
+    if impl == "warp" and not mjx_warp.WARP_INSTALLED:
+        raise ValueError("physics_impl 'warp' needs warp-lang, which is not installed: install the `gpu` extra "
+                         "(pip install -e '.[gpu]')")
+
+
+def put_model(mj_model: mujoco.MjModel, impl: str = "jax") -> mjx.Model:
+    """`mjx.put_model` with implementation `impl` ('jax' or 'warp', see `PHYSICS_IMPLS`) onto this process's first
+    device. MJX's default is `jax.devices()[0]`, which under `jax.distributed` belongs to process 0: every other
+    process would close its jitted programs over arrays it cannot address (the model's arrays are constants of
+    every rollout)."""
+    check_physics_impl(impl)
+    return mjx.put_model(mj_model, impl=impl, device=jax.local_devices()[0])
+
+
+def make_data(mj_model: mujoco.MjModel, impl: str = "jax", warp_worlds: int = 1) -> mjx.Data:
+    """`mjx.make_data` for `impl` on this process's first device (see `put_model`). It takes the `MjModel`, not the
+    `mjx.Model`: MJX-Warp allocates its data from the MjModel only.
+
+    MJX-Warp batches its constraint rows per episode, but keeps ONE contact list for all the episodes that a
+    vmapped call steps together (its "worlds"; `contact__worldid` says whose a contact is), sized when the data is
+    made. `warp_worlds` is that number of episodes (the product of all vmapped axes, an upper bound is fine); per
+    episode, the contact list and the constraint rows get MJX-JAX's capacity (every contact its collision functions
+    can produce, every row), at least MJX-Warp's default. MJX-Warp drops contacts beyond the list (and prints a
+    warning)."""
+    device = jax.local_devices()[0]
+    if impl != "warp":
+        return mjx.make_data(mj_model, impl=impl, device=device)
+    from mujoco.mjx.third_party.mujoco_warp._src import io as mjw_io  # MJX's copy of MuJoCo Warp (needs warp-lang)
+
+    full = jax.eval_shape(lambda: mjx.make_data(mj_model, impl="jax"))._impl
+    nconmax = max(full.contact.dist.shape[0], mjw_io._default_nconmax(mj_model))
+    njmax = max(full.efc_J.shape[0], mjw_io._default_njmax(mj_model))
+    return mjx.make_data(mj_model, impl="warp", device=device, naconmax=warp_worlds * nconmax, njmax=njmax)
+
+
+def warp_contacts(data: mjx.Data) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The active contacts of one episode's MJX-Warp data, one entry per constraint row: (geom [njmax, 2] the
+    contact's geom pair, force [njmax] the force of its first constraint row (the normal force with elliptic cones),
+    first [njmax] bool: the row is the first row of a contact). Active: dist < includemargin, i.e. the contact has
+    constraint rows. The episode's own contacts are those its (per-episode) constraint rows point at, since the
+    contact list is shared by all episodes of a vmapped call (`make_data`)."""
+    impl = data._impl
+    rows = jnp.arange(impl.efc__type.shape[-1])
+    kinds = [mujoco.mjtConstraint.mjCNSTR_CONTACT_FRICTIONLESS, mujoco.mjtConstraint.mjCNSTR_CONTACT_PYRAMIDAL,
+             mujoco.mjtConstraint.mjCNSTR_CONTACT_ELLIPTIC]
+    is_contact = jnp.isin(impl.efc__type, jnp.asarray([int(k) for k in kinds])) & (rows < jnp.squeeze(impl.nefc))
+    con = jnp.where(is_contact, impl.efc__id, 0)
+    first = is_contact & (impl.contact__efc_address[con, 0] == rows)
+    return impl.contact__geom[con], impl.efc__force, first
 
 
 @struct.dataclass
@@ -143,6 +194,8 @@ class EpisodicTask(abc.ABC):
         frame_skip: physics substeps per control step.
         obs_size: observation length (incl. the time feature, last entry).
         metric_names: keys of EnvState.metrics.
+    Physics (set by `init_physics` in the constructor): mj_model (the MuJoCo model), mjx_model (it on the device),
+    physics_impl ('jax' or 'warp', `PHYSICS_IMPLS`), warp_worlds (MJX-Warp: episodes stepped together, `make_data`).
     """
 
     name: str
@@ -152,6 +205,23 @@ class EpisodicTask(abc.ABC):
     frame_skip: int
     obs_size: int
     metric_names: tuple[str, ...]
+    mj_model: mujoco.MjModel
+    mjx_model: mjx.Model
+    physics_impl: str
+    warp_worlds: int
+
+    def init_physics(self, mj_model: mujoco.MjModel, physics_impl: str = "jax", warp_worlds: int = 1) -> None:
+        """Set the task's physics: `mj_model`, its MJX model on implementation `physics_impl` ('jax' or 'warp') and,
+        for 'warp', `warp_worlds`: the most episodes one vmapped call steps together (see `make_data`)."""
+        check_physics_impl(physics_impl)
+        if int(warp_worlds) < 1:
+            raise ValueError(f"warp_worlds must be >= 1, got {warp_worlds}")
+        self.mj_model, self.physics_impl, self.warp_worlds = mj_model, physics_impl, int(warp_worlds)
+        self.mjx_model = put_model(mj_model, physics_impl)
+
+    def new_data(self) -> mjx.Data:
+        """Fresh physics data of the task's model for its implementation (`make_data`; qpos = qpos0, at rest)."""
+        return make_data(self.mj_model, self.physics_impl, self.warp_worlds)
 
     @property
     def action_size(self) -> int:

@@ -58,7 +58,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, make_data, pd_torque, put_model, xla_cpu_options
+from toperl_jax.envs.base import EnvState, EpisodicTask, pd_torque, xla_cpu_options
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("box_pushing.xml")
@@ -167,7 +167,7 @@ class BoxPushing(EpisodicTask):
         return xla_cpu_options(platform)
 
     def __init__(self, reward_type: str = "dense", random_init: bool = True,
-                 episode_length: int | None = None):
+                 episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
         if reward_type not in self.reward_types:
             raise ValueError(f"reward_type must be one of {self.reward_types}, got {reward_type!r}")
         if episode_length is not None:
@@ -177,8 +177,7 @@ class BoxPushing(EpisodicTask):
         self.reward_type = reward_type
         self.random_init = bool(random_init)
         self.name = "box-pushing-" + ("dense" if reward_type == "dense" else "sparse")
-        self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
-        self.mjx_model = put_model(self.mj_model)
+        self.init_physics(mujoco.MjModel.from_xml_path(str(XML_PATH)), physics_impl, warp_worlds)
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         m = self.mj_model
         self._box_body = m.body("box_0").id
@@ -322,8 +321,11 @@ class BoxPushing(EpisodicTask):
 
     # -- state helpers -------------------------------------------------------------------------
     def _kinematics_and_bias(self, data: mjx.Data) -> mjx.Data:
-        """Positions, body poses and qfrc_bias of data.qpos/qvel (no collision or solve)."""
+        """Positions, body poses and qfrc_bias of data.qpos/qvel (no collision or solve; MJX-Warp has no `com_vel` or
+        `rne` of its own, so with physics_impl 'warp' this is a full `mjx.forward`, which computes the same fields)."""
         m = self.mjx_model
+        if self.physics_impl == "warp":
+            return mjx.forward(m, data)
         data = mjx.kinematics(m, data)
         data = mjx.com_pos(m, data)
         data = mjx.com_vel(m, data)
@@ -389,7 +391,7 @@ class BoxPushing(EpisodicTask):
         q_arm, ik_iters = self.inverse_kinematics(target, jnp.asarray(DESIRED_ROD_QUAT))
         qpos = jnp.zeros(m.nq).at[:7].set(q_arm)
         qpos = qpos.at[self._box_qpos:self._box_qpos + 7].set(jnp.concatenate([box_pos, box_quat]))
-        data = make_data(m).replace(qpos=qpos, qvel=jnp.zeros(m.nv),
+        data = self.new_data().replace(qpos=qpos, qvel=jnp.zeros(m.nv),
                                         mocap_pos=goal_pos[None], mocap_quat=goal_quat[None])
         data = self._kinematics_and_bias(data)
         info = {"goal_pos": goal_pos, "goal_quat": goal_quat, "ik_iterations": ik_iters,
@@ -438,7 +440,7 @@ class BoxPushing(EpisodicTask):
         stable = (jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
                   & jnp.all(jnp.abs(data.qvel) < self.max_speed))
         rest = state.mjx_data.replace(qvel=jnp.zeros_like(data.qvel))
-        data = jax.tree.map(lambda new, old: jnp.where(stable, new, old), data, rest)
+        data = rest.where(stable, data)  # Data.where: MJX-Warp keeps its contact arrays unbatched
         data = self._kinematics_and_bias(data)
         time_step = state.time_step + 1
         end = time_step >= self.episode_length

@@ -50,8 +50,9 @@ class ReacherSwitch(Reacher):
     switch_range = (10, 20)
     """Inclusive range of the control step k_s after which the second goal is in force."""
 
-    def __init__(self, episode_length: int | None = None, switch_range: tuple[int, int] | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, switch_range: tuple[int, int] | None = None,
+                 physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         if switch_range is not None:
             self.switch_range = tuple(int(s) for s in switch_range)
         lo, hi = self.switch_range
@@ -99,8 +100,8 @@ class BoxPushingSwitch(BoxPushing):
     σ_1 = 50 of its fixed splits [50, 20, 30], always sees g_B — as σ_1 = 25 > 20 does for `reacher-switch`."""
 
     def __init__(self, reward_type: str = "dense", random_init: bool = True, episode_length: int | None = None,
-                 switch_range: tuple[int, int] | None = None):
-        super().__init__(reward_type, random_init, episode_length)
+                 switch_range: tuple[int, int] | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(reward_type, random_init, episode_length, physics_impl, warp_worlds)
         self.name = self.name + "-switch"
         T = self.episode_length
         if switch_range is None:

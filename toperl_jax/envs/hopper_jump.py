@@ -57,7 +57,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, make_data, put_model
+from toperl_jax.envs.base import EnvState, EpisodicTask, Rollout, warp_contacts
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("hopper_jump.xml")
@@ -132,7 +132,8 @@ class HopperJump(EpisodicTask):
     render_camera = "track"
     """Camera for toperl_jax.envs.render (follows the centre of mass, side view)."""
 
-    def __init__(self, sparse: bool = True, episode_length: int | None = None):
+    def __init__(self, sparse: bool = True, episode_length: int | None = None,
+                 physics_impl: str = "jax", warp_worlds: int = 1):
         self.sparse = bool(sparse)
         self.name = "hopper-jump-sparse" if self.sparse else "hopper-jump-dense"
         # upstream: HopperJumpSparse healthy 2, height 10, contact 2; HopperJump 1, 3, 0
@@ -143,9 +144,8 @@ class HopperJump(EpisodicTask):
             if int(episode_length) < 1:
                 raise ValueError(f"episode_length must be >= 1, got {episode_length}")
             self.episode_length = int(episode_length)
-        self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
+        self.init_physics(mujoco.MjModel.from_xml_path(str(XML_PATH)), physics_impl, warp_worlds)
         m = self.mj_model
-        self.mjx_model = put_model(m)
         self.dt = float(m.opt.timestep) * self.frame_skip
         self._torso = m.body("torso").id
         self._foot_site = m.site("foot_site").id
@@ -164,10 +164,14 @@ class HopperJump(EpisodicTask):
     # -- helpers -----------------------------------------------------------------------------
     def floor_contact(self, data: mjx.Data) -> jax.Array:
         """[] bool: any floor-foot_geom contact within the contact margin in `data`'s contacts."""
-        con = data._impl.contact   # MJX 3.17 keeps the contact list on the JAX implementation
-        g1, g2 = con.geom[:, 0], con.geom[:, 1]
+        if self.physics_impl == "warp":
+            geom, _, active = warp_contacts(data)
+        else:
+            con = data._impl.contact   # MJX 3.17 keeps the contact list on the JAX implementation
+            geom, active = con.geom, con.dist < con.includemargin
+        g1, g2 = geom[:, 0], geom[:, 1]
         pair = ((g1 == self._floor) & (g2 == self._foot_geom)) | ((g1 == self._foot_geom) & (g2 == self._floor))
-        return jnp.any(pair & (con.dist < con.includemargin))
+        return jnp.any(pair & active)
 
     def action(self, data: mjx.Data, desired_pos: jax.Array, desired_vel: jax.Array) -> jax.Array:
         """[3] env action a = clip(Kp (q_d - q) + Kd (qd_d - qd), +-1) on qpos/qvel[3:6]."""
@@ -243,7 +247,7 @@ class HopperJump(EpisodicTask):
 
     def reset_to(self, qpos: jax.Array, qvel: jax.Array, goal: jax.Array, key: jax.Array | None = None) -> EnvState:
         """Episode start from a given state: qpos [6], qvel [6], goal [3] (for tests and parity)."""
-        data = make_data(self.mjx_model).replace(qpos=jnp.asarray(qpos, jnp.float32),
+        data = self.new_data().replace(qpos=jnp.asarray(qpos, jnp.float32),
                                                      qvel=jnp.asarray(qvel, jnp.float32))
         data = mjx.forward(self.mjx_model, data)
         goal = jnp.asarray(goal, jnp.float32)

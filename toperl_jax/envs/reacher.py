@@ -47,7 +47,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, make_data, pd_torque, put_model
+from toperl_jax.envs.base import EnvState, EpisodicTask, pd_torque
 from toperl_jax.mp import ProDMPConfig
 
 XML_PATH = pathlib.Path(__file__).with_name("reacher.xml")
@@ -92,13 +92,12 @@ class Reacher(EpisodicTask):
     init_vel_noise = 0.1
     """Initial joint velocities ~ U(-x, x) rad/s."""
 
-    def __init__(self, episode_length: int | None = None):
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
         if episode_length is not None:
             if int(episode_length) < 1:
                 raise ValueError(f"episode_length must be >= 1, got {episode_length}")
             self.episode_length = int(episode_length)
-        self.mj_model = mujoco.MjModel.from_xml_path(str(XML_PATH))
-        self.mjx_model = put_model(self.mj_model)
+        self.init_physics(mujoco.MjModel.from_xml_path(str(XML_PATH)), physics_impl, warp_worlds)
         self.dt = float(self.mj_model.opt.timestep) * self.frame_skip
         self._tip = self.mj_model.site("fingertip").id
 
@@ -139,7 +138,7 @@ class Reacher(EpisodicTask):
                                maxval=self.goal_radius_range[1])
         a = jax.random.uniform(k_a, (), minval=self.goal_angle_range[0], maxval=self.goal_angle_range[1])
         goal = r * jnp.stack([jnp.cos(a), jnp.sin(a)])
-        data = make_data(self.mjx_model).replace(qpos=q, qvel=qd)
+        data = self.new_data().replace(qpos=q, qvel=qd)
         data = mjx.forward(self.mjx_model, data)
         time_step = jnp.zeros((), jnp.int32)
         metrics = self._metrics(data, goal, jnp.zeros(2))

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, make_data
+from toperl_jax.envs.base import EnvState, EpisodicTask
 
 
 def _spec(task: EpisodicTask) -> tuple[slice, float]:
@@ -118,7 +118,7 @@ def start_from_obs(task: EpisodicTask, obs0: jax.Array) -> EnvState:
     """
     _spec(task)
     if task.name == "reacher":
-        data = make_data(task.mjx_model).replace(qpos=obs0[0:2], qvel=obs0[2:4])
+        data = task.new_data().replace(qpos=obs0[0:2], qvel=obs0[2:4])
         data = mjx.forward(task.mjx_model, data)
         goal = obs0[4:6] * task.reach
         base = task.reset(jax.random.PRNGKey(0))

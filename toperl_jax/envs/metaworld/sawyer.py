@@ -47,7 +47,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from toperl_jax.envs.base import EnvState, EpisodicTask, make_data, put_model, xla_cpu_options
+from toperl_jax.envs.base import EnvState, EpisodicTask, xla_cpu_options
 from toperl_jax.envs.metaworld import assets
 from toperl_jax.mp import ProDMPConfig
 
@@ -146,13 +146,12 @@ class SawyerTask(EpisodicTask):
     target_radius = 0.05
     """Meta-World's TARGET_RADIUS."""
 
-    def __init__(self, episode_length: int | None = None):
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
         if episode_length is not None:
             if int(episode_length) < 1:
                 raise ValueError(f"episode_length must be >= 1, got {episode_length}")
             self.episode_length = int(episode_length)
-        self.mj_model = assets.build_model(self.xml, self.pairs, self.option)
-        self.mjx_model = put_model(self.mj_model)
+        self.init_physics(assets.build_model(self.xml, self.pairs, self.option), physics_impl, warp_worlds)
         m = self.mj_model
         self.dt = float(m.opt.timestep) * self.frame_skip
         self._hand_body = m.body("hand").id
@@ -293,7 +292,7 @@ class SawyerTask(EpisodicTask):
         qpos, qvel, ctx = self.episode_init(rand)
         model = self.model_for(ctx)
         hr = self.hand_reset
-        data = make_data(self.mjx_model).replace(
+        data = self.new_data().replace(
             qpos=qpos.astype(jnp.float32), qvel=qvel.astype(jnp.float32),
             mocap_pos=jnp.asarray(hr.mocap_pos, jnp.float32)[None],
             mocap_quat=jnp.asarray(MOCAP_QUAT, jnp.float32)[None])
@@ -346,7 +345,7 @@ class SawyerTask(EpisodicTask):
         stable = (jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel))
                   & jnp.all(jnp.abs(d.qvel) < self.max_speed))
         rest = d0.replace(qvel=jnp.zeros_like(d0.qvel))
-        d = jax.tree.map(lambda new, old: jnp.where(stable, new, old), d, rest)
+        d = rest.where(stable, d)  # Data.where: MJX-Warp keeps its contact arrays unbatched
         d = self.kinematics(model, d)
         time_step = state.time_step + 1
         cur = self.current_obs(d)

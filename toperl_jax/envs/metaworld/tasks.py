@@ -23,6 +23,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
+from toperl_jax.envs.base import warp_contacts
 from toperl_jax.envs.metaworld.assets import HAND_MESH_GEOM, TABLE_GEOM, collision_geom
 from toperl_jax.envs.metaworld.rewards import gripper_caging, hamacher_product, rect_prism_tolerance, tolerance
 from toperl_jax.envs.metaworld.sawyer import FINGERS, SawyerTask, mat_to_quat_xyzw
@@ -82,8 +83,8 @@ class _PuckTask(SawyerTask):
     goal_low, goal_high = (-0.1, 0.8, 0.05), (0.1, 0.9, 0.3)
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._obj_body = m.body("obj").id
 
@@ -296,8 +297,8 @@ class _Door(_BodyTask):
     door_angle = 0.0
     goal_offset: tuple[float, float, float]
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._door_qpos = int(m.jnt_qposadr[m.joint("doorjoint").id])
         self._door_dof = int(m.jnt_dofadr[m.joint("doorjoint").id])
@@ -376,8 +377,8 @@ class _Drawer(_BodyTask):
     handle = "drawer_link/g8"
     rand_low, rand_high = (-0.1, 0.9, 0.0), (0.1, 0.9, 0.0)
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._drawer_link = m.body("drawer_link").id
         self._slide_qpos = int(m.jnt_qposadr[m.joint("goal_slidey").id])
@@ -460,8 +461,8 @@ class _Button(_BodyTask):
     zero_button = False
     """Meta-World sets the button joint to 0 (qpos[9], qvel[9]) at reset (`_set_obj_xyz(0)`)."""
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._button = m.body("button").id
         self._hole, self._start = m.site("hole").id, m.site("buttonStart").id
@@ -680,8 +681,8 @@ class _Handle(_BodyTask):
     obj_site: str
     goal_site: str
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._obj_site, self._goal_site = m.site(self.obj_site).id, m.site(self.goal_site).id
 
@@ -805,8 +806,8 @@ class _Faucet(_BodyTask):
     obj_offset: tuple[float, float, float]
     """Added to obs[4:7] in the reward."""
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._handle, self._base = m.site(self.handle_site).id, m.body("faucetBase").id
 
@@ -863,8 +864,8 @@ class CoffeeButton(_BodyTask):
     goal_low, goal_high = (-0.101, 0.61, 0.298), (0.101, 0.71, 0.302)
     max_dist = 0.03
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._button_start = self.mj_model.site("buttonStart").id
 
     def episode_init(self, rand):
@@ -901,8 +902,8 @@ class _Lock(_BodyTask):
     obj_site: str
     goal_offset: tuple[float, float, float]
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._lock, self._door_link = m.body("lock_link").id, m.body("door_link").id
         self._obj_site = m.site(self.obj_site).id
@@ -986,8 +987,8 @@ class PegInsertSide(SawyerTask):
     goal_low, goal_high = (-0.32, 0.4, 0.129), (-0.22, 0.7, 0.131)
     min_obj_goal_xy = 0.1
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._grasp, self._head = m.site("pegGrasp").id, m.site("pegHead").id
         names = ("bottom_right_corner_collision_box_1", "top_left_corner_collision_box_1",
@@ -1041,8 +1042,8 @@ class _Window(_BodyTask):
     slide_start: float
     reach_sigmoid: str
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._handle = m.site(self.handle_site).id
         self._slide_qpos = int(m.jnt_qposadr[m.joint("window_slide").id])
@@ -1139,8 +1140,8 @@ class DialTurn(_BodyTask):
     target_radius = 0.07  # the class's TARGET_RADIUS
     push_offset = (0.05, 0.02, 0.09)
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._dial = m.body("dial").id
         self._knob_qpos = int(m.jnt_qposadr[m.joint("knob_Joint_1").id])
@@ -1198,8 +1199,8 @@ class LeverPull(_BodyTask):
     lever_radius = 0.2
     mesh_geom_quat = (("objGeom", (0.662500038723091, 0.662500038723091, -0.24717139537556432, 0.24717139537556432)),)
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._tip = m.site("leverStart").id
         self._lever_qpos = int(m.jnt_qposadr[m.joint("LeverAxis").id])
@@ -1238,8 +1239,8 @@ class _CoffeeMug(_BodyTask):
     hand_init_pos = (0.0, 0.4, 0.2)
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._mug = self.mj_model.body("obj").id
 
     def episode_init(self, rand):
@@ -1310,8 +1311,8 @@ class BoxClose(_BodyTask):
     goal_low, goal_high = (-0.1, 0.7, 0.133), (0.1, 0.8, 0.133)
     min_obj_goal_xy = 0.25
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._top = self.mj_model.body("top_link").id
 
     def _simulate_hand_reset(self, steps: int = 50):
@@ -1363,8 +1364,8 @@ class PegUnplugSide(_BodyTask):
     rand_low, rand_high = (-0.25, 0.6, -0.001), (-0.15, 0.8, 0.001)
     goal_low, goal_high = (-0.056, 0.6, 0.13), (0.044, 0.8, 0.132)
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._end, self._plug = m.site("pegEnd").id, m.body("plug1").id
 
@@ -1402,8 +1403,8 @@ class _Block(SawyerTask):
     (qpos[9:12], qvel[9:15] = 0). Where its z is the block's resting height after the hand reset, it is read one
     physics step stale, as Meta-World does (`hand_reset.data`)."""
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._obj = m.body("obj").id
         self._geom = m.geom("objGeom").id
@@ -1547,8 +1548,8 @@ class Soccer(SawyerTask):
     target_radius = 0.07  # the class's TARGET_RADIUS
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._ball = self.mj_model.body("soccer_ball").id
 
     def episode_init(self, rand):
@@ -1594,8 +1595,8 @@ class PickOutOfHole(SawyerTask):
     goal_low, goal_high = (-0.1, 0.5, 0.15), (0.1, 0.6, 0.3)
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._obj = self.mj_model.body("obj").id
 
     def episode_init(self, rand):
@@ -1701,8 +1702,8 @@ class Basketball(SawyerTask):
     ball_z = float(np.float32(0.03))
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._ball = self.mj_model.body("bsktball").id
 
     def episode_init(self, rand):
@@ -1749,8 +1750,8 @@ class BinPicking(SawyerTask):
     rand_low, rand_high = (-0.21, 0.65, 0.02, 0.1199, 0.699, -0.001), (-0.03, 0.75, 0.02, 0.1201, 0.701, 0.001)
     goal_low, goal_high = (0.1199, 0.699, -0.001), (0.1201, 0.701, 0.001)
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._obj = m.body("obj").id
         self._goal = jnp.asarray(self.hand_reset.data.xpos[m.body("bin_goal").id], jnp.float32)
@@ -1808,8 +1809,8 @@ class HandInsert(SawyerTask):
     goal_low, goal_high = (-0.04, 0.8, -0.0201), (0.04, 0.88, -0.0199)
     min_obj_goal_xy = 0.15
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         self._obj = self.mj_model.body("obj").id
 
     def episode_init(self, rand):
@@ -1855,8 +1856,8 @@ class Hammer(SawyerTask):
     goal_low, goal_high = (0.2399, 0.7399, 0.109), (0.2401, 0.7401, 0.111)
     handle_length = 0.14
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._hammer, self._nail = m.body("hammer").id, m.body("nail_link").id
         self._nail_qpos = int(m.jnt_qposadr[m.joint("NailSlideJoint").id])
@@ -1906,8 +1907,8 @@ class _Stick(SawyerTask):
     caging_init: str
     min_obj_goal_xy = 0.1
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._stick, self._thermos = m.body("stick").id, m.body("object").id
         self._insertion, self._stick_end = m.site("insertion").id, m.site("stick_end").id
@@ -1950,8 +1951,8 @@ class StickPush(_Stick):
     insertion_offset = (0.0, 0.09, 0.0)
     caging_init = "stick_init_pos"
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._touch = tuple(collision_geom(m, g) for g in ("leftpad_geom", "rightpad_geom", "objGeom"))
         self._insertion_z = float(self.hand_reset.data.site_xpos[self._insertion][2])
@@ -1964,12 +1965,17 @@ class StickPush(_Stick):
 
     def touching(self, data):
         """Both pads touch the stick with a positive normal force (Meta-World's `touching_main_object`)."""
-        con, force = data._impl.contact, data._impl.efc_force
         lpad, rpad, obj = self._touch
-        normal = jnp.where(con.efc_address >= 0, force[jnp.maximum(con.efc_address, 0)], 0.0)
+        if self.physics_impl == "warp":
+            geom, normal, first = warp_contacts(data)
+            normal = jnp.where(first, normal, 0.0)
+        else:
+            con, force = data._impl.contact, data._impl.efc_force
+            geom = con.geom
+            normal = jnp.where(con.efc_address >= 0, force[jnp.maximum(con.efc_address, 0)], 0.0)
 
         def pushed(pad):
-            g0, g1 = con.geom[:, 0], con.geom[:, 1]
+            g0, g1 = geom[:, 0], geom[:, 1]
             hit = ((g0 == pad) & (g1 == obj)) | ((g0 == obj) & (g1 == pad))
             return jnp.sum(jnp.where(hit, normal, 0.0)) > 0
 
@@ -2056,8 +2062,8 @@ class _Nut(SawyerTask):
     caging_density: str
     min_obj_goal_xy = 0.1
 
-    def __init__(self, episode_length: int | None = None):
-        super().__init__(episode_length)
+    def __init__(self, episode_length: int | None = None, physics_impl: str = "jax", warp_worlds: int = 1):
+        super().__init__(episode_length, physics_impl, warp_worlds)
         m = self.mj_model
         self._nut, self._handle, self._center = m.body("RoundNut").id, m.site("RoundNut-8").id, m.site("RoundNut").id
 
