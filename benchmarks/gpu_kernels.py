@@ -1,7 +1,7 @@
 """Kernels an H100 runs one after another, counted in the compiled GPU program, and the iteration times they imply.
 
     pip install -e '.[cuda-aot]'       # jax's CUDA plugin, for the deviceless compile (benchmarks/aot_h100.py)
-    python benchmarks/gpu_kernels.py   # box-dense and hopper-jump: rollout, critic step, policy step (~25 min here)
+    python benchmarks/gpu_kernels.py   # box-dense and hopper-jump: rollout, critic step, policy step (6 compiles)
     python benchmarks/gpu_kernels.py --presets hopper-jump --solver 100 50    # also as if Newton 100 / 50 (before)
 
 What it does (issue 25, item 5; no GPU needed):
@@ -23,13 +23,13 @@ What it does (issue 25, item 5; no GPU needed):
    XLA's `cost_analysis()` is None for a deviceless GPU executable) / `--tflops` (achieved TF32 tensor-core rate on
    these small GEMMs; defaults 200 and 100 TFLOP/s against a 495 dense peak) and bytes (every kernel's outputs and
    operands, an operand it only slices or gathers from counted at the output's size) / `--tbps` (achieved HBM
-   bandwidth, 2.5 TB/s of 3.35). Rollout = 1 rollout call; updates = `epochs_critic`
-   critic steps + `epochs_policy` policy steps.
+   bandwidth, 2.5 TB/s of 3.35). Rollout = 1 rollout call; updates = `epochs_critic` critic steps +
+   `epochs_policy` policy steps.
 Also per preset: the rollout's kernels per control step and per physics substep, and which loops hold them (by the
-source line of each `while`). `--solver ITER LS` also counts the same programs as if the task's MJCF solver settings
-were ITER / LS (e.g. hopper's former MuJoCo defaults 100 / 50): the Newton loop's bound and the line-search scan's
-trip count are replaced in the walk; the kernels per Newton iteration and per line-search step do not depend on
-them, so this is the count a recompile with the MJCF changed gives, without the compile.
+source line of each `while`). `--solver ITER LS [ITER LS ...]` also counts the same programs as if the task's MJCF
+solver settings were ITER / LS (e.g. hopper's former MuJoCo defaults 100 / 50): the Newton loop's bound and the
+line-search scan's trip count are replaced in the walk (the kernels per Newton iteration and per line-search step
+do not depend on those bounds), so no recompile is needed.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ class Args:
     rollout_episodes: int = 0
     """episodes per rollout call (0 = the preset's num_envs: box 4, hopper 1)"""
     solver: tuple[int, ...] = ()
-    """ITERATIONS LS_ITERATIONS: also count as if the task's MJX solver settings were these (e.g. 100 50: before)"""
+    """ITERATIONS LS_ITERATIONS pairs: also count as if the task's MJX solver settings were these (e.g. 100 50)"""
     launch_us: tuple[float, ...] = (2.0, 5.0)
     """assumed µs per sequential kernel (launch + drain), low and high"""
     sync_us: float = 10.0
@@ -359,7 +359,8 @@ def measure(preset: str, a: Args) -> dict:
     built = {n: None for n in a.programs} if a.from_hlo else aot_h100.programs(preset, a.programs, episodes)
     task = te.make_train(args, platform="cuda").task
     iterations, ls_iterations = int(task.mj_model.opt.iterations), int(task.mj_model.opt.ls_iterations)
-    settings = [(iterations, ls_iterations)] + ([tuple(a.solver)] if a.solver else [])
+    settings = [(iterations, ls_iterations)] + [(a.solver[i], a.solver[i + 1]) for i in range(0, len(a.solver), 2)
+                                                 if (a.solver[i], a.solver[i + 1]) != (iterations, ls_iterations)]
     out = {"preset": preset, "env": args.env, "episodes_per_rollout": episodes, "T": task.episode_length,
            "frame_skip": task.frame_skip, "epochs_critic": args.epochs_critic, "epochs_policy": args.epochs_policy,
            "compiled_solver": [iterations, ls_iterations], "settings": {}}
@@ -398,13 +399,14 @@ def measure(preset: str, a: Args) -> dict:
 
 
 def project(out: dict, a: Args) -> dict:
-    """Seconds per iteration on an H100: {rollout, updates, iteration: [best, worst]} from the counts."""
+    """Seconds per iteration on an H100, each as [at the low assumptions, at the high ones] (launch µs, TFLOP/s):
+    rollout_s at 1 Newton iteration per solve and rollout_max_s at `opt.iterations`; critic_step_s, policy_step_s,
+    updates_s (epochs × steps); iteration_s = rollout_s + updates_s."""
     p = out["programs"]
 
-    def seconds(rec, best: bool, compute: bool) -> float:
-        i = 0 if best else 1
+    def seconds(rec, which: int, best: bool, compute: bool) -> float:
         launch = a.launch_us[0] if best else a.launch_us[-1]
-        t = rec["kernels"][i] * launch * 1e-6 + rec["syncs"][i] * a.sync_us * 1e-6
+        t = rec["kernels"][which] * launch * 1e-6 + rec["syncs"][which] * a.sync_us * 1e-6
         if compute:
             rate = a.tflops[0] if best else a.tflops[-1]
             t += rec["flops"] / (rate * 1e12) + rec["bytes"] / (a.tbps * 1e12)
@@ -412,10 +414,11 @@ def project(out: dict, a: Args) -> dict:
 
     res = {}
     if "rollout" in p:
-        res["rollout_s"] = [seconds(p["rollout"], b, False) for b in (True, False)]
+        res["rollout_s"] = [seconds(p["rollout"], 0, b, False) for b in (True, False)]
+        res["rollout_max_s"] = [seconds(p["rollout"], 1, b, False) for b in (True, False)]
     if "critic_step" in p and "policy_step" in p:
-        res["critic_step_s"] = [seconds(p["critic_step"], b, True) for b in (True, False)]
-        res["policy_step_s"] = [seconds(p["policy_step"], b, True) for b in (True, False)]
+        res["critic_step_s"] = [seconds(p["critic_step"], 1, b, True) for b in (True, False)]
+        res["policy_step_s"] = [seconds(p["policy_step"], 1, b, True) for b in (True, False)]
         res["updates_s"] = [out["epochs_critic"] * c + out["epochs_policy"] * q
                             for c, q in zip(res["critic_step_s"], res["policy_step_s"])]
     if "rollout_s" in res and "updates_s" in res:
@@ -429,8 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = tyro.cli(Args, args=argv)
     if not aot_h100.plugin_installed() and not a.from_hlo:
         raise SystemExit(aot_h100.PLUGIN_MISSING)
-    if a.solver and len(a.solver) != 2:
-        raise SystemExit("--solver takes two numbers: ITERATIONS LS_ITERATIONS")
+    if len(a.solver) % 2:
+        raise SystemExit("--solver takes pairs of numbers: ITERATIONS LS_ITERATIONS [ITERATIONS LS_ITERATIONS ...]")
     results = {"device": aot_h100.H100_NAME, "jax": jax.__version__, "options": aot_h100.GPU_COMPILER_OPTIONS,
                "assumptions": {"launch_us": a.launch_us, "sync_us": a.sync_us, "tflops": a.tflops, "tbps": a.tbps},
                "presets": {}}
@@ -451,13 +454,17 @@ def print_tables(results: dict) -> None:
             for name, p in res["programs"].items():
                 print(f"| {preset} | {key} | {name} | {p['kernels'][0]:,.0f} – {p['kernels'][1]:,.0f} | "
                       f"{p['syncs'][0]:,.0f} – {p['syncs'][1]:,.0f} | {p['flops'] / 1e9:.2f} |")
-    print("\n| preset | solver (iter / ls) | rollout (s) | updates (s) | iteration (s) |")
-    print("|---|---|---:|---:|---:|")
+    print("\n| preset | solver (iter / ls) | rollout (s), 1 Newton it. | rollout (s), max Newton it. | critic step (ms) | "
+          "policy step (ms) | updates (s) | iteration (s), 1 Newton it. |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for preset, r in results["presets"].items():
         for key, res in r["settings"].items():
             pr = res["projection"]
-            fmt = lambda k: f"{pr[k][0]:.2f} – {pr[k][1]:.2f}" if k in pr else "–"  # noqa: E731
-            print(f"| {preset} | {key} | {fmt('rollout_s')} | {fmt('updates_s')} | {fmt('iteration_s')} |")
+            fmt = lambda k, f=1.0, d=2: (f"{pr[k][0] * f:.{d}f} – {pr[k][1] * f:.{d}f}"  # noqa: E731
+                                         if k in pr else "–")
+            print(f"| {preset} | {key} | {fmt('rollout_s')} | {fmt('rollout_max_s')} | "
+                  f"{fmt('critic_step_s', 1e3, 1)} | {fmt('policy_step_s', 1e3, 1)} | {fmt('updates_s')} | "
+                  f"{fmt('iteration_s')} |")
     for preset, r in results["presets"].items():
         for key, res in r["settings"].items():
             if "rollout" in res["programs"]:
