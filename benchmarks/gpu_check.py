@@ -17,8 +17,8 @@ start is recorded as skipped, one that fails is recorded with its error, and the
              iterations with critic and policy updates on, buffer pre-filled with synthetic episodes: seconds per
              iteration, compile time;
   env        env steps/s of the variant's training rollout per task of `--env-tasks` at each of `--batches`
-             episodes per call (1024, 64, 4, 1: largest first, all tasks at one batch before the next) (benchmarks/throughput.py's `env_throughput`), physics impl 'jax'; impl 'warp' is
-             reported as not built until `--physics-impl` exists (issue 25 item 2);
+             episodes per call (1024, 64, 4, 1: largest first, all tasks at one batch before the next) (benchmarks/throughput.py's `env_throughput`), physics impl 'jax' and 'warp' (MJX-Warp, sized for
+             that batch; reported as not installed where warp-lang is missing);
   memory     the device's peak memory (`device.memory_stats()['peak_bytes_in_use']`; None where the backend
              keeps no statistics, e.g. a CPU) after every section and at the end.
 Prints markdown tables to stdout and writes the raw numbers (with device, jax version, XLA_FLAGS, commit) to
@@ -51,7 +51,6 @@ import throughput  # noqa: E402  (benchmarks/throughput.py: env_throughput, chun
 from timing import compile_timed, cpu_model, time_calls  # noqa: E402
 
 from toperl_jax import buffer as buffer_lib  # noqa: E402
-from toperl_jax import flags as flags_lib  # noqa: E402
 from toperl_jax.logger import git_commit  # noqa: E402
 
 te = throughput.te  # variants/top_erl.py
@@ -207,8 +206,6 @@ def measure_iteration(args, iterations: int, repeats: int) -> dict:
 
 def warp_status() -> str | None:
     """None when the Warp physics backend can be measured, else why not."""
-    if "physics_impl" not in {f.name for f in dataclasses.fields(flags_lib.Flags)}:
-        return "not built (no --physics-impl yet: issue 25 item 2)"
     import importlib.util
 
     if importlib.util.find_spec("warp") is None:
@@ -220,8 +217,8 @@ def measure_env(task: str, batch: int, repeats: int, impl: str, smoke: bool) -> 
     args = throughput.preset_of(task)
     if smoke:
         args = dataclasses.replace(args, **TINY_NETS)
-    if impl != "jax":
-        args = dataclasses.replace(args, physics_impl=impl)
+    if impl != "jax":  # MJX-Warp's contact list is sized for the episodes of one call (`flags.make_task`)
+        args = dataclasses.replace(args, physics_impl=impl, num_envs=batch)
     r = throughput.env_throughput(task, batch, repeats, args)
     return {**r, "impl": impl}
 
