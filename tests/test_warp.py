@@ -76,6 +76,7 @@ def test_reacher():
     assert_close(out, SMOOTH)
 
 
+@pytest.mark.slow  # ~65 s on a CPU; the default suite keeps the contact cases of hopper and stick-push
 def test_box_pushing():
     """The box rests on the table (contacts from the first step on) while the arm moves."""
     out = run_both("box-pushing-dense", lambda task, i: task.reset(jax.random.PRNGKey(i)),
@@ -103,6 +104,7 @@ needs_metaworld = pytest.mark.skipif(importlib.util.find_spec("metaworld") is No
                                      reason="metaworld assets not installed (pip install --no-deps metaworld==3.1.1)")
 
 
+@pytest.mark.slow  # ~60 s on a CPU; test_metaworld_stick_push_contacts covers Meta-World's model by default
 @needs_metaworld
 def test_metaworld_reach():
     """Meta-World: mocap weld, elliptic cones, the object resting on the table."""
