@@ -412,9 +412,9 @@ def bench_task(name: str, args: Args) -> dict:
 
 def matmul_rates() -> dict[str, float]:
     """This CPU's float32 matmul rate under XLA: a square product and the critic's layer shape (a 16-trajectory
-    chunk of box tokens times the MLP's first weight), each the median of 5 calls."""
+    chunk of box tokens, `seg_lib.token_budget(100)` each, times the MLP's first weight), each the median of 5 calls."""
     rates = {}
-    for m, k, n in ((2048, 2048, 2048), (16 * 136, 128, 512)):
+    for m, k, n in ((2048, 2048, 2048), (16 * seg_lib.token_budget(100), 128, 512)):
         a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
         f = jax.jit(jnp.matmul)
         jax.block_until_ready(f(a, b))
