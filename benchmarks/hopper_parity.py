@@ -72,8 +72,12 @@ def upstream_worker(inp: str, out: str) -> None:
 
 
 # -- our side ------------------------------------------------------------------------------------
-def make_cases(n: int, seed: int):
-    """(qpos0 [n, 6], goal [n, 3], desired [n, T, 6]): case 0 crouch-and-kick, others ProDMP."""
+def make_cases(n: int, seed: int, jumps: int = 1):
+    """(qpos0 [n, 6], goal [n, 3], desired [n, T, 6]): cases 0 .. jumps-1 crouch-and-kick jumps, others ProDMP.
+
+    Case 0 holds the start pose, crouches to (-1.5, -1.5, 0.6) rad in steps 20-59 and kicks to
+    (1.5, 1.5, -1.5) from step 60; cases 1 .. jumps-1 scale the crouch by U(0.6, 1) and the kick by
+    U(0.7, 1) and start the crouch at step U{10 .. 29} for U{30 .. 49} steps (numpy, seeded by `seed`)."""
     import jax
     import jax.numpy as jnp
 
@@ -93,10 +97,17 @@ def make_cases(n: int, seed: int):
 
     desired = np.array(jax.jit(jax.vmap(decode))(jax.random.split(jax.random.PRNGKey(seed + 1), n), qpos0))
     T = task.episode_length
-    desired[0] = 0.0
-    desired[0, :, :3] = np.asarray(qpos0[0, 3:6])
-    desired[0, 20:60, :3] = (-1.5, -1.5, 0.6)
-    desired[0, 60:, :3] = (1.5, 1.5, -1.5)
+    rng = np.random.default_rng(seed)
+    for j in range(min(jumps, n)):
+        c0, c1, a, b = 20, 60, 1.0, 1.0
+        if j:
+            c0 = int(rng.integers(10, 30))
+            c1 = c0 + int(rng.integers(30, 50))
+            a, b = rng.uniform(0.6, 1.0), rng.uniform(0.7, 1.0)
+        desired[j] = 0.0
+        desired[j, :, :3] = np.asarray(qpos0[j, 3:6])
+        desired[j, c0:c1, :3] = a * np.array([-1.5, -1.5, 0.6])
+        desired[j, c1:, :3] = b * np.array([1.5, 1.5, -1.5])
     assert desired.shape == (n, T, 6)
     return np.asarray(qpos0), np.asarray(goal), desired.astype(np.float32)
 
@@ -189,13 +200,14 @@ def main():
                    help="interpreter of a venv with fancy_gym==0.3.0 and gymnasium[mujoco]<1.0")
     p.add_argument("--episodes", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jumps", type=int, default=1, help="episodes 0 .. jumps-1 are scripted jumps (make_cases)")
     p.add_argument("--out", default="results/hopper_parity.json")
     p.add_argument("--worker", nargs=2, metavar=("IN_NPZ", "OUT_NPZ"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         upstream_worker(*args.worker)
         return
-    qpos0, goal, desired = make_cases(args.episodes, args.seed)
+    qpos0, goal, desired = make_cases(args.episodes, args.seed, args.jumps)
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = f"{tmp}/in.npz", f"{tmp}/out.npz"
         np.savez(inp, qpos0=qpos0, goal=goal, desired=desired)
