@@ -194,6 +194,15 @@ def print_tables(rows):
               f"{max(r['obs0_max_abs_diff'] for r in rs):.2e}")
 
 
+def run_upstream(python: str, qpos0, goal, desired) -> dict:
+    """`upstream_worker` under the fancy_gym interpreter `python` on these cases: its arrays by name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, outp = f"{tmp}/in.npz", f"{tmp}/out.npz"
+        np.savez(inp, qpos0=qpos0, goal=goal, desired=desired)
+        subprocess.run([python, __file__, "--worker", inp, outp], check=True)
+        return dict(np.load(outp))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--upstream-python", default="/tmp/fgvenv_h/bin/python",
@@ -208,11 +217,7 @@ def main():
         upstream_worker(*args.worker)
         return
     qpos0, goal, desired = make_cases(args.episodes, args.seed, args.jumps)
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, outp = f"{tmp}/in.npz", f"{tmp}/out.npz"
-        np.savez(inp, qpos0=qpos0, goal=goal, desired=desired)
-        subprocess.run([args.upstream_python, __file__, "--worker", inp, outp], check=True)
-        up = dict(np.load(outp))
+    up = run_upstream(args.upstream_python, qpos0, goal, desired)
     ours = run_ours(qpos0, goal, desired)
     rows = compare(ours, up, args.episodes)
     print(f"upstream: fancy_gym 0.3.0, MuJoCo {up['mujoco_version']} (float64); ours: MJX float32")

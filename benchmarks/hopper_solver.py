@@ -23,20 +23,20 @@ import argparse
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import hopper_parity
+from hopper_parity import LATCHES
+
 from toperl_jax import envs
 from toperl_jax.envs.base import put_model
 from toperl_jax.mp import prodmp_trajectory
-
-LATCHES = ("init_floor_contact", "has_left_floor", "contact_with_floor")
 
 
 def first_steps(x: np.ndarray) -> np.ndarray:
@@ -59,12 +59,7 @@ def compare(a: dict, b: dict) -> dict:
 
 def run_upstream(python: str, qpos0, goal, desired) -> dict:
     """fancy_gym's sparse hopper (hopper_parity.py's worker) on these cases: dict of [n, T] arrays."""
-    worker = pathlib.Path(__file__).with_name("hopper_parity.py")
-    with tempfile.TemporaryDirectory() as tmp:
-        inp, outp = f"{tmp}/in.npz", f"{tmp}/out.npz"
-        np.savez(inp, qpos0=qpos0, goal=goal, desired=desired)
-        subprocess.run([python, str(worker), "--worker", inp, outp], check=True)
-        up = dict(np.load(outp))
+    up = hopper_parity.run_upstream(python, qpos0, goal, desired)
     return {k: up[f"sparse/{k}"] for k in ("reward", "height", "max_height", *LATCHES)}
 
 
@@ -85,9 +80,6 @@ def main() -> None:
     n = a.batch
     up = up_p = None
     if a.upstream_python:
-        sys.path.insert(0, str(pathlib.Path(__file__).parent))
-        import hopper_parity
-
         qpos0, goal, desired_np = hopper_parity.make_cases(n, a.seed, a.jumps)
         start = jax.vmap(base.reset_to)(jnp.asarray(qpos0), jnp.zeros((n, 6)), jnp.asarray(goal))
         nudge = a.perturb * np.random.default_rng(a.seed).choice([-1.0, 1.0], size=(n, 3))
