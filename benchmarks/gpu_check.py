@@ -23,15 +23,23 @@ start is recorded as skipped, one that fails is recorded with its error, and the
              keeps no statistics, e.g. a CPU) after every section and at the end.
 Prints markdown tables to stdout and writes the raw numbers (with device, jax version, XLA_FLAGS, commit) to
 `--out` (default results/gpu_check_<device kind>.json) after every measurement, so that a run stopped at a time
-limit keeps what it measured. The persistent compilation cache is off (`--compile-cache
-''`), so compile times are real. If a GPU compile fails with XLA's "Couldn't find output tile sizes" (Triton GEMM
-tiling, seen in deviceless H100 compiles), rerun with XLA_FLAGS=--xla_gpu_enable_triton_gemm=false and keep both JSONs.
+limit keeps what it measured; stderr says which measurement is under way, and `timeout -s ABRT` prints where a stuck
+one sits. The persistent compilation cache is off (`--compile-cache ''`), so compile times are real. Every program is
+compiled as a training run compiles it (`runner.compiler_options`: on a GPU, XLA's Triton GEMM emitter off): with
+XLA's defaults, the critic step's compile on an H100 (jax 0.11.2) did not finish in 4 minutes, even at the reach
+preset's shapes (docs/performance.md "GPU").
+
+On a machine whose Python already has JAX with CUDA (e.g. an image with jax 0.11 and CUDA 13), install the rest without
+touching JAX: `pip install --no-deps mujoco mujoco-core mujoco-studio mujoco-mjx tyro docstring-parser typeguard
+shtab tensorboardX trimesh` (plus `metaworld==3.1.1 --no-deps` for metaworld-reach), then run from the repository root
+with `PYTHONPATH=.`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import faulthandler
 import json
 import math
 import os
@@ -40,6 +48,7 @@ import re
 import sys
 import time
 import traceback
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +57,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import throughput  # noqa: E402  (benchmarks/throughput.py: env_throughput, chunk_throughput)
-from timing import compile_timed, cpu_model, time_calls  # noqa: E402
+from timing import compile_timed, cpu_model, jit_options, time_calls  # noqa: E402
 
 from toperl_jax import buffer as buffer_lib  # noqa: E402
 from toperl_jax.logger import git_commit  # noqa: E402
@@ -85,6 +94,8 @@ class Args:
     """no measurement starts after this many seconds (the rest are recorded as skipped); the 10-minute bound"""
     out: str = ""
     """JSON path ('' = results/gpu_check_<device kind>.json)"""
+    sections: tuple[Literal["steps", "iteration", "env"], ...] = ("steps", "iteration", "env")
+    """sections to run, in this order (e.g. `--sections env steps` to measure the rollout first on a short lease)"""
     compile_cache: str = ""
     """persistent XLA compilation cache ('' = off, so that compile times are real)"""
 
@@ -133,7 +144,7 @@ def step_functions(args):
     `policy_update_from` with H₀ from the old policy."""
     args = dataclasses.replace(args, buffer_warmup=False)
     program = te.make_train(args)
-    learner, opts = program.learner, program.task.compiler_options()
+    learner, opts = program.learner, jit_options(program.task)
     state = jax.jit(program.init, compiler_options=opts)(jax.random.PRNGKey(0))
     state = synthetic_fill(program, state, args.batch_size, jax.random.PRNGKey(1))
     h0 = te.initial_entropy(learner, state.policy.old_params, state.buffer.data.states[:8, 0])
@@ -150,8 +161,10 @@ class Budget:
         self.t0, self.seconds = time.perf_counter(), seconds
 
     def run(self, what: str, fn, *a) -> dict:
-        if time.perf_counter() - self.t0 > self.seconds:
+        elapsed = time.perf_counter() - self.t0
+        if elapsed > self.seconds:
             return {"status": "skipped (--budget-s spent)"}
+        print(f"[{elapsed:.0f} s] measuring {what} …", file=sys.stderr, flush=True)  # where a slow compile sits
         try:
             return {"status": "ok", **fn(*a)}
         except Exception as e:  # noqa: BLE001 - one failed measurement is a result; the others go on
@@ -173,7 +186,7 @@ def measure_steps(args, repeats: int) -> dict:
     losses on the same inputs and key compiled under 'highest' matmul precision as well ("precision"; the precision
     is fixed when a function is lowered, so 'highest' is a second compile)."""
     program, state, critic, policy = step_functions(args)
-    opts = program.task.compiler_options()
+    opts = jit_options(program.task)
     steps = {"batch_size": args.batch_size, "n_embd": args.n_embd, "n_layer": args.n_layer, "n_head": args.n_head}
     precision = {"default_means": "what JAX does: TF32 matmuls on Ampere/Hopper GPUs, float32 on a CPU"}
     key = jax.random.PRNGKey(7)
@@ -263,64 +276,75 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# GPU check on {where}, jax {jax.__version__}, {out['date']}"
           f"{' (CPU smoke: tiny sizes)' if cfg.cpu_smoke else ''}\n", flush=True)
 
-    step_args = preset(cfg.step_preset, cfg.cpu_smoke)
-    r = budget.run("steps", measure_steps, step_args, cfg.repeats)
-    for section in ("steps", "precision"):
-        out[section] = {"preset": cfg.step_preset, "status": r["status"], **r.get(section, {})}
-    out["memory"]["after_steps"] = peak_memory_bytes()
-    save()
-    s = out["steps"]
-    print(f"## Update steps ({cfg.step_preset} shapes; synthetic buffer) — {s['status']}\n")
-    print("| step | median (ms) | IQR (ms) | compile (s) |\n|---|---:|---:|---:|")
-    for name in ("critic_step", "policy_step"):
-        r = s.get(name, {})
-        print(f"| {name} | {_fmt(1e3 * r['median_s'] if r else None, '.1f')} | "
-              f"{_fmt(1e3 * r['q25_s'] if r else None, '.1f')}–{_fmt(1e3 * r['q75_s'] if r else None, '.1f')} | "
-              f"{_fmt(r.get('compile_s'), '.1f')} |")
-    print(flush=True)
-
-    p = out["precision"]
-    print(f"## Matmul precision: 'default' vs 'highest', same inputs — {p['status']}\n")
-    print("| step | loss | default | highest | abs diff | rel diff |\n|---|---|---:|---:|---:|---:|")
-    for name in ("critic_step", "policy_step"):
-        r = p.get(name, {})
-        print(f"| {name} | {r.get('loss', '–')} | {_fmt(r.get('default'), '.6g')} | {_fmt(r.get('highest'), '.6g')} | "
-              f"{_fmt(r.get('abs_diff'), '.2e')} | {_fmt(r.get('rel_diff'), '.2e')} |")
-    print(flush=True)
-
-    print(f"## One iteration of variants/top_erl.py (jitted chunk of {cfg.chunk_iterations}, updates on)\n")
-    print("| preset | critic batch × epochs / policy epochs | s per iteration | compile (s) | status |\n"
-          "|---|---|---:|---:|---|", flush=True)
-    for name in cfg.iteration_presets:
-        a = preset(name, cfg.cpu_smoke)
-        r = {"preset": name, **budget.run(name, measure_iteration, a, cfg.chunk_iterations, cfg.repeats)}
-        out["iteration"].append(r)
+    def steps_section():
+        step_args = preset(cfg.step_preset, cfg.cpu_smoke)
+        r = budget.run("steps", measure_steps, step_args, cfg.repeats)
+        for section in ("steps", "precision"):
+            out[section] = {"preset": cfg.step_preset, "status": r["status"], **r.get(section, {})}
+        out["memory"]["after_steps"] = peak_memory_bytes()
         save()
-        print(f"| {name} | {a.batch_size} × {a.epochs_critic} / {a.epochs_policy} | {_fmt(r.get('iteration_s'))} | "
-              f"{_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |", flush=True)
-    out["memory"]["after_iteration"] = peak_memory_bytes()
-    print()
+        s = out["steps"]
+        print(f"## Update steps ({cfg.step_preset} shapes; synthetic buffer) — {s['status']}\n")
+        print("| step | median (ms) | IQR (ms) | compile (s) |\n|---|---:|---:|---:|")
+        for name in ("critic_step", "policy_step"):
+            r = s.get(name, {})
+            print(f"| {name} | {_fmt(1e3 * r['median_s'] if r else None, '.1f')} | "
+                  f"{_fmt(1e3 * r['q25_s'] if r else None, '.1f')}–{_fmt(1e3 * r['q75_s'] if r else None, '.1f')} | "
+                  f"{_fmt(r.get('compile_s'), '.1f')} |")
+        print(flush=True)
 
-    print("## Env steps/s (training rollout: policy + ProDMP decode + MJX with PD control)\n")
-    print("| task | impl | batch | env steps/s | median call (s) | compile (s) | status |\n"
-          "|---|---|---:|---:|---:|---:|---|", flush=True)
-    warp = warp_status()
-    for task in cfg.env_tasks:
-        if warp is not None:
-            out["env"].append({"task": task, "impl": "warp", "status": warp})
-            print(f"| {task} | warp | – | – | – | – | {warp} |", flush=True)
-    impls = ("jax",) if warp is not None else ("jax", "warp")
-    for b in cfg.batches:  # batch-major: if the budget runs out, every task has its largest batches measured
+        p = out["precision"]
+        print(f"## Matmul precision: 'default' vs 'highest', same inputs — {p['status']}\n")
+        print("| step | loss | default | highest | abs diff | rel diff |\n|---|---|---:|---:|---:|---:|")
+        for name in ("critic_step", "policy_step"):
+            r = p.get(name, {})
+            print(f"| {name} | {r.get('loss', '–')} | {_fmt(r.get('default'), '.6g')} | "
+                  f"{_fmt(r.get('highest'), '.6g')} | {_fmt(r.get('abs_diff'), '.2e')} | "
+                  f"{_fmt(r.get('rel_diff'), '.2e')} |")
+        print(flush=True)
+
+    def iteration_section():
+        print(f"## One iteration of variants/top_erl.py (jitted chunk of {cfg.chunk_iterations}, updates on)\n")
+        print("| preset | critic batch × epochs / policy epochs | s per iteration | compile (s) | status |\n"
+              "|---|---|---:|---:|---|", flush=True)
+        for name in cfg.iteration_presets:
+            a = preset(name, cfg.cpu_smoke)
+            r = {"preset": name,
+                 **budget.run(f"iteration {name}", measure_iteration, a, cfg.chunk_iterations, cfg.repeats)}
+            out["iteration"].append(r)
+            save()
+            print(f"| {name} | {a.batch_size} × {a.epochs_critic} / {a.epochs_policy} | "
+                  f"{_fmt(r.get('iteration_s'))} | {_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |",
+                  flush=True)
+        out["memory"]["after_iteration"] = peak_memory_bytes()
+        print()
+
+    def env_section():
+        print("## Env steps/s (training rollout: policy + ProDMP decode + MJX with PD control)\n")
+        print("| task | impl | batch | env steps/s | median call (s) | compile (s) | status |\n"
+              "|---|---|---:|---:|---:|---:|---|", flush=True)
+        warp = warp_status()
         for task in cfg.env_tasks:
-            for impl in impls:
-                r = {"task": task, "impl": impl, "batch": b,
-                     **budget.run(task, measure_env, task, b, cfg.repeats, impl, cfg.cpu_smoke)}
-                out["env"].append(r)
-                save()
-                print(f"| {task} | {impl} | {b} | {_fmt(r.get('env_steps_per_s'), ',.0f')} | "
-                      f"{_fmt(r.get('median_s'), '.3f')} | {_fmt(r.get('compile_s'), '.1f')} | {r['status'][:60]} |",
-                      flush=True)
-    out["memory"]["after_env"] = peak_memory_bytes()
+            if warp is not None:
+                out["env"].append({"task": task, "impl": "warp", "status": warp})
+                print(f"| {task} | warp | – | – | – | – | {warp} |", flush=True)
+        impls = ("jax",) if warp is not None else ("jax", "warp")
+        for b in cfg.batches:  # batch-major: if the budget runs out, every task has its largest batches measured
+            for task in cfg.env_tasks:
+                for impl in impls:
+                    r = {"task": task, "impl": impl, "batch": b,
+                         **budget.run(f"env {task} {impl} batch {b}", measure_env, task, b, cfg.repeats, impl,
+                                       cfg.cpu_smoke)}
+                    out["env"].append(r)
+                    save()
+                    print(f"| {task} | {impl} | {b} | {_fmt(r.get('env_steps_per_s'), ',.0f')} | "
+                          f"{_fmt(r.get('median_s'), '.3f')} | {_fmt(r.get('compile_s'), '.1f')} | "
+                          f"{r['status'][:60]} |", flush=True)
+        out["memory"]["after_env"] = peak_memory_bytes()
+
+    sections = {"steps": steps_section, "iteration": iteration_section, "env": env_section}
+    for section in cfg.sections:
+        sections[section]()
     out["memory"]["peak_bytes"] = peak_memory_bytes()
     out["total_s"] = time.perf_counter() - budget.t0
     peak = out["memory"]["peak_bytes"]
@@ -333,4 +357,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # `timeout -s ABRT …` then prints where a stuck compile sits
     main()

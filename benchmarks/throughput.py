@@ -35,7 +35,7 @@ import tyro
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import top_erl_iteration  # loads variants/top_erl.py as `top_erl_iteration.te`
-from timing import compile_timed, cpu_model, time_calls, time_jitted
+from timing import compile_timed, cpu_model, jit_options, time_calls, time_jitted
 
 from toperl_jax.logger import git_commit
 
@@ -88,9 +88,9 @@ def env_throughput(task_name: str, batch: int, repeats: int, args=None) -> dict:
     args = preset_of(task_name) if args is None else args
     program = te.make_train(args)
     task = program.task
-    params = jax.jit(program.init, compiler_options=task.compiler_options())(jax.random.PRNGKey(0)).policy.params
+    params = jax.jit(program.init, compiler_options=jit_options(task))(jax.random.PRNGKey(0)).policy.params
     fn = jax.jit(lambda p, k: program.rollout(p, k, batch, False)[2]["return"],
-                 compiler_options=task.compiler_options())
+                 compiler_options=jit_options(task))
     r = time_jitted(fn, lambda i: (params, jax.random.PRNGKey(i)), repeats)
     steps = batch * task.episode_length
     return {"task": task_name, "batch": batch, "T": task.episode_length, "compile_s": r["compile_s"],
@@ -109,7 +109,7 @@ def chunk_throughput(args, num_seeds: int, iterations: int, repeats: int, fill=N
     from iteration 1, which is also the warm-up call)."""
     args = dataclasses.replace(args, eval_interval=iterations, num_seeds=num_seeds)
     program = te.make_train(args)
-    opts = program.task.compiler_options()
+    opts = jit_options(program.task)
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(num_seeds)])
     state = jax.jit(jax.vmap(program.init), compiler_options=opts)(keys)
     chunk = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None)), donate_argnums=0, compiler_options=opts)

@@ -10,6 +10,21 @@ import jax
 import numpy as np
 
 
+def device_platform() -> str:
+    """Platform of the device the benchmark runs on ('cpu', 'gpu', …)."""
+    return jax.devices()[0].platform
+
+
+def jit_options(task) -> dict | None:
+    """XLA options for a benchmark's jitted programs that step `task`: what a training run compiles with on the device
+    at hand (`runner.compiler_options`: the task's own options, plus cuBLAS GEMMs on a GPU). The task's options alone
+    leave XLA's Triton GEMM emitter on, whose compile of the critic step on an H100 did not finish in 4 minutes even at
+    the reach preset's shapes (docs/performance.md "GPU")."""
+    from toperl_jax import runner
+
+    return runner.compiler_options(task, device_platform())
+
+
 def time_calls(call, repeats: int) -> dict:
     """Wall time of `repeats` calls of `call()` (which must block until its work is done)."""
     times = []

@@ -23,7 +23,7 @@ import sys
 import jax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from timing import time_jitted
+from timing import jit_options, time_jitted
 
 from toperl_jax import buffer as buffer_lib
 from variants import top_erl as te
@@ -38,7 +38,7 @@ def measure_iteration(args, repeats: int = 5, fill_episodes: int | None = None, 
     """
     program = te.make_train(args)
     task, learner = program.task, program.learner
-    opts = task.compiler_options()
+    opts = jit_options(task)
     state = jax.jit(program.init, compiler_options=opts)(jax.random.PRNGKey(args.seed))
     fill = args.buffer_size if fill_episodes is None else max(1, min(fill_episodes, args.buffer_size))
     rollout_j = jax.jit(lambda params, key: program.rollout(params, key, args.num_envs, False)[0],

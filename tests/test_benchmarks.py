@@ -9,8 +9,10 @@ import json
 import pathlib
 import shutil
 import struct
+import sys
 import zlib
 
+import jax
 import numpy as np
 import pytest
 
@@ -530,3 +532,50 @@ def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_
     with pytest.raises(SystemExit, match="more than one run"):
         fc.main(["--task", "box", "--ours", str(tmp_path / "s0"), str(tmp_path / "s0"), "--upstream",
                  str(tmp_path / "up0"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
+
+
+def test_benchmarks_compile_with_the_runners_gpu_options(monkeypatch):
+    """On a GPU, the programs that gpu_check.py and throughput.py time are jitted with the runner's options (cuBLAS
+    GEMMs, XLA's Triton GEMM emitter off), not the task's alone: with the task's options, the critic step's compile on
+    an H100 did not finish in 4 minutes, even at the reach preset's shapes (docs/performance.md "GPU")."""
+    from benchmarks import gpu_check, throughput
+    from toperl_jax import runner
+
+    timing = sys.modules["timing"]  # benchmarks/timing.py, as the scripts import it
+    monkeypatch.setattr(timing, "device_platform", lambda: "gpu", raising=False)
+    seen = []
+
+    class Jitted(Exception):
+        pass
+
+    def first_jit(fn, *a, compiler_options=None, **k):  # record the options of the first jit, compile nothing
+        seen.append(compiler_options)
+        raise Jitted
+
+    args = dataclasses.replace(throughput.te.PRESETS["reach"], **gpu_check.TINY_NETS)
+    calls = (lambda: throughput.env_throughput("reacher", 2, 1, args), lambda: throughput.chunk_throughput(args, 1, 1, 1),
+             lambda: gpu_check.measure_steps(args, 1))
+    for call in calls:
+        with monkeypatch.context() as m:
+            m.setattr(jax, "jit", first_jit)
+            with pytest.raises(Jitted):
+                call()
+    assert len(seen) == len(calls)
+    for options in seen:
+        assert options is not None and runner.GPU_COMPILER_OPTIONS.items() <= options.items()
+
+
+def test_gpu_check_runs_the_sections_asked_for_in_that_order(tmp_path, monkeypatch, capsys):
+    """--sections picks the sections and their order (a short GPU lease can measure the rollout first); a section
+    left out leaves its part of the JSON empty."""
+    from benchmarks import gpu_check
+
+    order = []
+    monkeypatch.setattr(gpu_check, "measure_steps", lambda *a: order.append("steps") or {"steps": {}, "precision": {}})
+    monkeypatch.setattr(gpu_check, "measure_iteration", lambda *a: order.append("iteration") or {})
+    monkeypatch.setattr(gpu_check, "measure_env", lambda task, b, *a: order.append(f"env {task} {b}") or {})
+    out = tmp_path / "g.json"
+    saved = gpu_check.main(["--cpu-smoke", "--sections", "env", "steps", "--out", str(out)])
+    assert order == ["env reacher 2", "env reacher 2", "steps"]  # reacher at batch 2 for jax and warp, then the steps
+    assert saved["iteration"] == [] and saved["steps"]["status"] == "ok" and json.loads(out.read_text())["env"]
+    assert "measuring env reacher jax batch 2" in capsys.readouterr().err
