@@ -225,17 +225,15 @@ def solver_task(setting):
     import mujoco
 
     from toperl_jax.envs import make
-    from toperl_jax.envs.base import put_model
 
     it, ls, tol, cone = setting
     task = make("box-pushing-dense")
     opt = task.mj_model.opt
-    opt.iterations, opt.ls_iterations = it, ls
     if tol is not None:
         opt.tolerance = tol
     if cone is not None:
         opt.cone = {"elliptic": mujoco.mjtCone.mjCONE_ELLIPTIC, "pyramidal": mujoco.mjtCone.mjCONE_PYRAMIDAL}[cone]
-    task.mjx_model = put_model(task.mj_model)
+    task.set_solver(it, ls)  # also rebuilds the MJX model with the options above
     return task
 
 

@@ -35,7 +35,6 @@ import hopper_parity
 from hopper_parity import LATCHES
 
 from toperl_jax import envs
-from toperl_jax.envs.base import put_model
 from toperl_jax.mp import prodmp_trajectory
 
 
@@ -102,10 +101,9 @@ def main() -> None:
     for setting in a.settings:
         parts = setting.split(",")
         task = envs.make("hopper-jump-sparse")
-        task.mj_model.opt.iterations, task.mj_model.opt.ls_iterations = int(parts[0]), int(parts[1])
         if len(parts) > 2:
             task.mj_model.opt.tolerance = float(parts[2])
-        task.mjx_model = put_model(task.mj_model)
+        task.set_solver(int(parts[0]), int(parts[1]))  # also rebuilds the MJX model with the tolerance above
         t0 = time.perf_counter()
         f = jax.jit(lambda s, d, task=task: jax.vmap(task.rollout)(s, d)).lower(start, desired).compile()
         row = {"compile_s": time.perf_counter() - t0}

@@ -105,3 +105,17 @@ def test_runs_saved_before_matmul_precision_still_resume(tmp_path):
     ckpt.check_same_flags(saved, dataclasses.asdict(args))
     with pytest.raises(UsageError, match="--matmul-precision: default vs highest"):
         ckpt.check_same_flags(saved, dataclasses.asdict(dataclasses.replace(args, matmul_precision="highest")))
+
+
+def test_solver_iterations_replace_the_mjcf_budget():
+    """--solver-iterations I LS sets the MJX model's constraint-solver budget (the solver study's settings); left out,
+    the task keeps its MJCF's (box pushing 4 / 8); below 1 is a one-line flag error."""
+    args = te.parse_args(["--task", "box-dense", "--solver-iterations", "6", "8"])
+    assert args.solver_iterations == (6, 8)
+    task = flags.make_task(args)
+    assert (task.mj_model.opt.iterations, task.mj_model.opt.ls_iterations) == (6, 8)
+    assert (int(task.mjx_model.opt.iterations), int(task.mjx_model.opt.ls_iterations)) == (6, 8)
+    default = flags.make_task(te.parse_args(["--task", "box-dense"]))
+    assert (int(default.mjx_model.opt.iterations), int(default.mjx_model.opt.ls_iterations)) == (4, 8)
+    with pytest.raises(UsageError, match="--solver-iterations: solver iterations must be >= 1, got 0"):
+        flags.make_task(dataclasses.replace(args, solver_iterations=(0, 8)))

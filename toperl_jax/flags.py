@@ -50,6 +50,9 @@ class Flags:
     """environment (`toperl_jax.envs.task_names()`), set by the preset; `--task metaworld` takes a metaworld-* task"""
     physics_impl: Literal["jax", "warp"] = "jax"
     """MJX implementation: jax (pure JAX, any device) or warp (MuJoCo Warp kernels, for CUDA GPUs; the `gpu` extra)"""
+    solver_iterations: tuple[int, int] | None = None
+    """MJX constraint solver (iterations, line-search iterations), replacing the task's MJCF (box pushing 4 8, hopper
+    10 10; None = keep them); docs/envs.md's solver study has the speed/parity trade-off, e.g. `100 50`"""
     seed: int = 0
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1
@@ -316,7 +319,13 @@ def make_task(args: Flags) -> envs.EpisodicTask:
     check_env(args)
     kwargs = {"random_init": args.random_init} if args.env.startswith("box") else {}
     worlds = args.num_seeds * max(args.num_envs, args.num_eval_episodes, warmup_episodes(args))
-    return envs.make(args.env, physics_impl=args.physics_impl, warp_worlds=worlds, **kwargs)
+    task = envs.make(args.env, physics_impl=args.physics_impl, warp_worlds=worlds, **kwargs)
+    if args.solver_iterations is not None:
+        try:
+            task.set_solver(*args.solver_iterations)
+        except ValueError as e:
+            raise UsageError(f"--solver-iterations: {e}") from None
+    return task
 
 
 def check_args(args: Flags, task: envs.EpisodicTask) -> None:

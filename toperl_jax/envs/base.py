@@ -219,6 +219,16 @@ class EpisodicTask(abc.ABC):
         self.mj_model, self.physics_impl, self.warp_worlds = mj_model, physics_impl, int(warp_worlds)
         self.mjx_model = put_model(mj_model, physics_impl)
 
+    def set_solver(self, iterations: int, ls_iterations: int) -> None:
+        """Replace the MJCF's constraint-solver budget (`opt.iterations`, `opt.ls_iterations`) and rebuild the MJX
+        model. The defaults are the MJCF's (box pushing 4 / 8, hopper jump 10 / 10); docs/envs.md's solver study
+        gives the speed and the parity with fancy_gym of other settings (e.g. MuJoCo's own 100 / 50)."""
+        for name, value in (("iterations", iterations), ("ls_iterations", ls_iterations)):
+            if int(value) < 1:
+                raise ValueError(f"solver {name} must be >= 1, got {value}")
+        self.mj_model.opt.iterations, self.mj_model.opt.ls_iterations = int(iterations), int(ls_iterations)
+        self.mjx_model = put_model(self.mj_model, self.physics_impl)
+
     def new_data(self) -> mjx.Data:
         """Fresh physics data of the task's model for its implementation (`make_data`; qpos = qpos0, at rest)."""
         return make_data(self.mj_model, self.physics_impl, self.warp_worlds)
