@@ -198,7 +198,7 @@ def test_qt_counts_rewards_until_the_first_done(tmp_path, monkeypatch):
         t = s.t + 1
         return _FakeState(s.obs + a.sum(), t.astype(jnp.float32), (t >= 7).astype(jnp.float32), {}, t)
 
-    monkeypatch.setattr(qt, "make_eval_env", lambda name: EvalEnv(name, S, A, T, reset, step, ()))
+    monkeypatch.setattr(qt, "make_eval_env", lambda name, *a, **k: EvalEnv(name, S, A, T, reset, step, ()))
     args = dataclasses.replace(qt.PRESETS["tiny"], dataset=str(path), logdir=str(tmp_path), compile_cache="")
     prog = qt.make_train(args)
     state = prog.init(jax.random.PRNGKey(0))

@@ -183,6 +183,34 @@ def test_actions_outside_the_tanh_range_are_refused(tiny, tmp_path):
         qt.make_train(dataclasses.replace(tiny, dataset=str(path)))
 
 
+def test_the_evaluation_env_takes_the_physics_impl(tiny, monkeypatch):
+    """--physics-impl reaches the evaluation env's task, with MJX-Warp's contact list sized for every episode of
+    every seed (num_seeds × num_eval_episodes); brax's locomotion envs refuse 'warp' with a one-line flag error."""
+    from toperl_jax import envs
+    from toperl_jax.offline import evaluation
+
+    made = []
+    real = envs.make
+    monkeypatch.setattr(envs, "make", lambda name, **kw: made.append((name, kw)) or real(name))
+    env = evaluation.make_eval_env("reacher", "warp", warp_worlds=6)
+    assert made == [("reacher", {"physics_impl": "warp", "warp_worlds": 6})] and env.name == "reacher"
+    with pytest.raises(ValueError, match="brax's brax-hopper runs on MJX-JAX only"):
+        evaluation.make_eval_env("brax-hopper", "warp")
+
+    seen = []
+
+    def record(name, physics_impl="jax", warp_worlds=1):
+        seen.append((name, physics_impl, warp_worlds))
+        raise ValueError("unknown evaluation env (stop here)")
+
+    monkeypatch.setattr(qt, "make_eval_env", record)
+    args = dataclasses.replace(tiny, physics_impl="warp", num_seeds=3, num_eval_episodes=5)
+    with pytest.raises(UsageError, match="--env: unknown evaluation env"):
+        qt.make_train(args)
+    assert seen == [("reacher", "warp", 15)]
+    assert "physics_impl" in qt.INFERENCE_FLAGS  # --evaluate-only may score a run on the other physics
+
+
 @pytest.mark.parametrize("content, words", [
     ("not a dataset", "notes.hdf5: not a readable HDF5 file"),
     (None, "--lr: must be > 0"),

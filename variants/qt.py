@@ -103,6 +103,9 @@ class Args:
     env: str | None = None
     """evaluation env (a task of `toperl_jax.envs` or brax-hopper/-walker2d/-halfcheetah); None: the dataset's
     `env` attribute"""
+    physics_impl: Literal["jax", "warp"] = "jax"
+    """MJX implementation of the evaluation env: jax (pure JAX, any device) or warp (MuJoCo Warp kernels, for CUDA
+    GPUs; the `gpu` extra); this project's tasks only, brax's locomotion envs run on jax"""
     seed: int = 123
     """random seed (upstream run.sh: 123); seed i of `--num-seeds N` uses seed + i"""
     num_seeds: int = 1
@@ -236,7 +239,7 @@ class Args:
 
 
 INFERENCE_FLAGS = ("selection", "num_candidates", "candidate_noise", "q_candidate", "num_eval_episodes",
-                   "evaluate_only", "eval_seed")
+                   "evaluate_only", "eval_seed", "physics_impl")
 """The flags that `--evaluate-only` may change: they act only at inference, not on the trained parameters."""
 
 PRESETS: dict[str, Args] = {
@@ -523,9 +526,13 @@ def make_train(args: Args) -> runner.Program:
     check_args(args)
     ds, info = resolve_dataset(args)
     try:
-        env = make_eval_env(info["env"])
+        envs.check_physics_impl(args.physics_impl)
     except ValueError as e:
-        raise UsageError(f"--env: {e}") from None
+        raise UsageError(f"--physics-impl: {e}") from None
+    try:  # with MJX-Warp, one contact list for the episodes of every seed (`envs.base.make_data`)
+        env = make_eval_env(info["env"], args.physics_impl, warp_worlds=args.num_seeds * args.num_eval_episodes)
+    except ValueError as e:
+        raise UsageError(f"{'--physics-impl' if 'physics_impl' in str(e) else '--env'}: {e}") from None
     if ds.obs_dim != env.obs_size or ds.act_dim != env.action_size:
         raise UsageError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the env {env.name} "
                          f"({env.obs_size}/{env.action_size})")

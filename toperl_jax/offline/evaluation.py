@@ -29,9 +29,14 @@ class EvalEnv(NamedTuple):
     final_metrics: tuple[str, ...]  # names in state.metrics to report at the end of an episode
 
 
-def make_eval_env(name: str) -> EvalEnv:
-    """The env a dataset's `env` attribute names: "brax-hopper" etc., or a task of `toperl_jax.envs`."""
+def make_eval_env(name: str, physics_impl: str = "jax", warp_worlds: int = 1) -> EvalEnv:
+    """The env a dataset's `env` attribute names: "brax-hopper" etc., or a task of `toperl_jax.envs` on
+    `physics_impl` ('jax' or 'warp'; with 'warp', `warp_worlds` is the most episodes stepped together, see
+    `toperl_jax.envs.base.make_data`). brax's locomotion envs run on MJX-JAX only."""
     if locomotion.is_locomotion(name):
+        if physics_impl != "jax":
+            raise ValueError(f"physics_impl {physics_impl!r} is for this project's MJX tasks; brax's {name} runs on "
+                             "MJX-JAX only (physics_impl 'jax')")
         env = locomotion.make_env(name)
         return EvalEnv(name, env.observation_size, env.action_size, 1000, env.reset,
                        lambda s, a: env.step(s, jnp.clip(a, -1.0, 1.0)), ())
@@ -40,7 +45,7 @@ def make_eval_env(name: str) -> EvalEnv:
     if name not in envs.task_names():
         raise ValueError(f"unknown evaluation env {name!r}; accepted: "
                          f"{', '.join([*envs.task_names(), *(locomotion.PREFIX + e for e in locomotion.ENVS)])}")
-    task = envs.make(name)
+    task = envs.make(name, physics_impl=physics_impl, warp_worlds=warp_worlds)
     actions.check_supported(task)
     return EvalEnv(task.name, task.obs_size, task.num_dof, task.episode_length, task.reset,
                    functools.partial(actions.step_action, task),
