@@ -3,8 +3,9 @@
     python benchmarks/gpu_check.py                 # on the GPU machine; writes results/gpu_check_<device>.json
     python benchmarks/gpu_check.py --cpu-smoke     # tiny sizes, ~1 min on a CPU (tests/test_benchmarks.py runs it)
 
-Sections, in the order they run (each measurement starts only while `--budget-s` is not spent; one that does not
-start is recorded as skipped, one that fails is recorded with its error, and the rest go on):
+Sections (run in the order iteration, env, steps unless `--sections` says otherwise; each measurement starts only
+while `--budget-s` is not spent; one that does not start is recorded as skipped, one that fails is recorded with its
+error, and the rest go on):
   steps      one critic step and one policy step of variants/top_erl.py (`critic_step`, `policy_step`, each jitted
              on its own) at the `--step-preset`'s shapes (box-dense: 512 trajectories × T = 100, n_embd 128), on a
              buffer of synthetic random episodes (the cost does not depend on the contents): compile time, median
@@ -94,8 +95,9 @@ class Args:
     """no measurement starts after this many seconds (the rest are recorded as skipped); the 10-minute bound"""
     out: str = ""
     """JSON path ('' = results/gpu_check_<device kind>.json)"""
-    sections: tuple[Literal["steps", "iteration", "env"], ...] = ("steps", "iteration", "env")
-    """sections to run, in this order (e.g. `--sections env steps` to measure the rollout first on a short lease)"""
+    sections: tuple[Literal["steps", "iteration", "env"], ...] = ("iteration", "env", "steps")
+    """sections to run, in this order: by default the iteration times and the rollout's env steps/s first (the
+    numbers a short lease must bring back), the update steps and their TF32-vs-float32 losses last"""
     compile_cache: str = ""
     """persistent XLA compilation cache ('' = off, so that compile times are real)"""
 
