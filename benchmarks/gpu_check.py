@@ -2,6 +2,9 @@
 
     python benchmarks/gpu_check.py                 # on the GPU machine; writes results/gpu_check_<device>.json
     python benchmarks/gpu_check.py --cpu-smoke     # tiny sizes, ~1 min on a CPU (tests/test_benchmarks.py runs it)
+    python benchmarks/gpu_check.py --section-timeout-s 240   # a short lease: each section in a child process,
+                                                             # stopped after 240 s so that one stuck compile
+                                                             # cannot take the rest
 
 Sections (run in the order iteration, env, steps unless `--sections` says otherwise; each measurement starts only
 while `--budget-s` is not spent; one that does not start is recorded as skipped, one that fails is recorded with its
@@ -98,6 +101,10 @@ class Args:
     sections: tuple[Literal["steps", "iteration", "env"], ...] = ("iteration", "env", "steps")
     """sections to run, in this order: by default the iteration times and the rollout's env steps/s first (the
     numbers a short lease must bring back), the update steps and their TF32-vs-float32 losses last"""
+    section_timeout_s: float = 0.0
+    """> 0: run each section in a child process of this script and stop it after this many seconds (its stacks
+    printed, what it measured kept, the section marked timed out), so that one stuck compile cannot take the whole
+    lease; the parent never touches the device (0 = everything in this process)"""
     compile_cache: str = ""
     """persistent XLA compilation cache ('' = off, so that compile times are real)"""
 
@@ -246,6 +253,95 @@ def _fmt(x, spec=".3g"):
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def child_argv(cfg: Args, **changes) -> list[str]:
+    """`cfg` with `changes` as this script's flags (only the fields that differ from `Args()`'s defaults)."""
+    argv, default = [], Args()
+    for f in dataclasses.fields(Args):
+        value, flag = changes.get(f.name, getattr(cfg, f.name)), "--" + f.name.replace("_", "-")
+        if value == getattr(default, f.name):
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
+    return argv
+
+
+def merge_parts(cfg: Args, parts: dict[str, dict], status: dict[str, str], command: str) -> dict:
+    """One result from the sections' child results `parts` (section → its JSON, as far as it got) and each child's
+    `status` ('ok', an error, a time-out or a skip): the layout of an in-process run, plus `sections` = `status`.
+    A section that did not end 'ok' marks what it did not measure with its status."""
+    first = next(iter(parts.values()), {})
+    out = {k: first.get(k) for k in ("date", "device", "device_kind", "platform", "jax", "xla_flags", "commit")}
+    out.update(command=command, config=dataclasses.asdict(cfg), steps={}, precision={}, iteration=[], env=[],
+               memory={}, sections=dict(status))
+    for section, part in parts.items():
+        for key in (("steps", "precision") if section == "steps" else (section,)):
+            out[key] = part.get(key, out[key])
+        for key, value in part.get("memory", {}).items():
+            if key == "peak_bytes" and out["memory"].get(key) is not None:
+                value = max(value or 0, out["memory"][key])
+            out["memory"][key] = value
+    for section, st in status.items():
+        if st == "ok":
+            continue
+        if section == "steps":
+            for key in ("steps", "precision"):
+                if not {"critic_step", "policy_step"} <= out[key].keys():
+                    out[key] = {**out[key], "status": st}
+        elif section == "iteration":
+            done = {r.get("preset") for r in out["iteration"]}
+            out["iteration"] += [{"preset": p, "status": st} for p in cfg.iteration_presets if p not in done]
+        else:
+            out["env"].append({"status": st})
+    return out
+
+
+def run_sections_apart(cfg: Args, argv) -> dict:
+    """`--section-timeout-s`: each section of `cfg.sections` in a child process of this script (the budget left
+    passed on), stopped with SIGABRT (faulthandler prints its stacks) and then SIGKILL after the time-out; the
+    children's JSONs merged (`merge_parts`) and written to `--out` (default results/gpu_check_<device>.json)."""
+    import signal
+    import subprocess
+    import tempfile
+
+    t0, parts, status = time.perf_counter(), {}, {}
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    for section in cfg.sections:
+        left = cfg.budget_s - (time.perf_counter() - t0)
+        if left <= 0:
+            status[section] = "skipped (--budget-s spent)"
+            continue
+        part = tmp / f"{section}.json"
+        cmd = [sys.executable, str(pathlib.Path(__file__).resolve()),
+               *child_argv(cfg, sections=(section,), out=str(part), budget_s=left, section_timeout_s=0.0)]
+        print(f"[{time.perf_counter() - t0:.0f} s] section {section}: a child process, at most "
+              f"{cfg.section_timeout_s:.0f} s", file=sys.stderr, flush=True)
+        child = subprocess.Popen(cmd)
+        try:
+            child.wait(timeout=cfg.section_timeout_s)
+            status[section] = "ok" if child.returncode == 0 else f"error: exit status {child.returncode}"
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGABRT)  # the child's faulthandler prints where it is stuck
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            status[section] = f"timed out after {cfg.section_timeout_s:.0f} s (--section-timeout-s)"
+        if part.exists():
+            parts[section] = json.loads(part.read_text())
+    command = "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = merge_parts(cfg, parts, status, command)
+    out["total_s"] = time.perf_counter() - t0
+    kind = re.sub(r"[^A-Za-z0-9]+", "_", out["device_kind"] or "unknown").strip("_")
+    path = pathlib.Path(cfg.out or f"results/gpu_check_{kind}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print("\nsections: " + ", ".join(f"{k} {v}" for k, v in status.items()) + f"\nraw results: {path}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = tyro.cli(Args, args=argv)
     if cfg.cpu_smoke:
@@ -256,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in (cfg.step_preset, *cfg.iteration_presets):
         if name not in te.PRESETS:
             raise SystemExit(f"preset {name!r} unknown; choose from {', '.join(te.PRESETS)}")
+    if cfg.section_timeout_s > 0:
+        return run_sections_apart(cfg, argv)
     if cfg.compile_cache and jax.config.jax_compilation_cache_dir is None:
         jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.compile_cache).expanduser()))
     dev = jax.devices()[0]

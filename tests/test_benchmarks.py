@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import struct
 import sys
+import time
 import zlib
 
 import jax
@@ -579,3 +580,40 @@ def test_gpu_check_runs_the_sections_asked_for_in_that_order(tmp_path, monkeypat
     assert order == ["env reacher 2", "env reacher 2", "steps"]  # reacher at batch 2 for jax and warp, then the steps
     assert saved["iteration"] == [] and saved["steps"]["status"] == "ok" and json.loads(out.read_text())["env"]
     assert "measuring env reacher jax batch 2" in capsys.readouterr().err
+
+
+def test_gpu_check_sections_apart_merge_and_time_out(tmp_path, capfd):
+    """--section-timeout-s: each section runs in a child process; one that outlives the time-out is stopped and
+    marked (here every child, given 1 s, which is less than importing JAX takes), the parent still writes the
+    merged JSON; and the merge keeps what each child measured, marking what a stopped child did not."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "apart.json"
+    t0 = time.perf_counter()
+    saved = gpu_check.main(["--cpu-smoke", "--sections", "env", "steps", "--section-timeout-s", "1",
+                            "--out", str(out)])
+    assert time.perf_counter() - t0 < 60
+    assert json.loads(out.read_text()) == json.loads(json.dumps(saved))
+    assert list(saved["sections"]) == ["env", "steps"]
+    assert all(v.startswith("timed out after 1 s") for v in saved["sections"].values())
+    assert saved["steps"]["status"].startswith("timed out") and saved["env"][-1]["status"].startswith("timed out")
+    assert saved["iteration"] == []  # not asked for
+    assert "section env: a child process" in capfd.readouterr().err
+
+    cfg = gpu_check.Args(iteration_presets=("box-dense", "hopper-jump"))
+    assert gpu_check.child_argv(cfg, sections=("env",), budget_s=12.5, cpu_smoke=True) == [
+        "--cpu-smoke", "--budget-s", "12.5", "--sections", "env"]  # fields in Args' order, defaults left out
+    header = {"date": "d", "device": "H100 (gpu)", "device_kind": "H100", "platform": "gpu", "jax": "0.11.2",
+              "xla_flags": "", "commit": "c"}
+    parts = {"iteration": {**header, "iteration": [{"preset": "box-dense", "status": "ok", "iteration_s": 1.5}],
+                           "memory": {"after_iteration": 10, "peak_bytes": 10}},
+             "env": {**header, "env": [{"task": "reacher", "batch": 64, "status": "ok"}],
+                     "memory": {"after_env": 20, "peak_bytes": 20}}}
+    merged = gpu_check.merge_parts(cfg, parts, {"iteration": "timed out after 9 s", "env": "ok",
+                                                "steps": "skipped (--budget-s spent)"}, "cmd")
+    assert merged["device_kind"] == "H100" and merged["command"] == "cmd"
+    assert merged["iteration"] == [{"preset": "box-dense", "status": "ok", "iteration_s": 1.5},
+                                   {"preset": "hopper-jump", "status": "timed out after 9 s"}]
+    assert merged["env"] == [{"task": "reacher", "batch": 64, "status": "ok"}]
+    assert merged["steps"] == {"status": "skipped (--budget-s spent)"} == merged["precision"]
+    assert merged["memory"] == {"after_iteration": 10, "after_env": 20, "peak_bytes": 20}
