@@ -82,7 +82,7 @@ from jax import lax
 from toperl_jax import checkpoint as ckpt
 from toperl_jax import cli, envs, offline, runner
 from toperl_jax.cli import UsageError
-from toperl_jax.offline.evaluation import make_eval_env
+from toperl_jax.offline.evaluation import check_physics, make_eval_env
 from toperl_jax.offline.windows import Window, WindowData, prepare_windows, sample_windows
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -526,13 +526,13 @@ def make_train(args: Args) -> runner.Program:
     check_args(args)
     ds, info = resolve_dataset(args)
     try:
-        envs.check_physics_impl(args.physics_impl)
+        check_physics(info["env"], args.physics_impl)
     except ValueError as e:
         raise UsageError(f"--physics-impl: {e}") from None
     try:  # with MJX-Warp, one contact list for the episodes of every seed (`envs.base.make_data`)
         env = make_eval_env(info["env"], args.physics_impl, warp_worlds=args.num_seeds * args.num_eval_episodes)
     except ValueError as e:
-        raise UsageError(f"{'--physics-impl' if 'physics_impl' in str(e) else '--env'}: {e}") from None
+        raise UsageError(f"--env: {e}") from None
     if ds.obs_dim != env.obs_size or ds.act_dim != env.action_size:
         raise UsageError(f"--dataset: obs/act dims {ds.obs_dim}/{ds.act_dim} do not match the env {env.name} "
                          f"({env.obs_size}/{env.action_size})")

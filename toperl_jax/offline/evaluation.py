@@ -29,14 +29,22 @@ class EvalEnv(NamedTuple):
     final_metrics: tuple[str, ...]  # names in state.metrics to report at the end of an episode
 
 
+def check_physics(name: str, physics_impl: str) -> None:
+    """Raise ValueError unless `physics_impl` can run the evaluation env `name` (brax's locomotion envs: 'jax' only)."""
+    from toperl_jax import envs
+
+    envs.check_physics_impl(physics_impl)
+    if locomotion.is_locomotion(name) and physics_impl != "jax":
+        raise ValueError(f"physics_impl {physics_impl!r} is for this project's MJX tasks; brax's {name} runs on "
+                         "MJX-JAX only (physics_impl 'jax')")
+
+
 def make_eval_env(name: str, physics_impl: str = "jax", warp_worlds: int = 1) -> EvalEnv:
     """The env a dataset's `env` attribute names: "brax-hopper" etc., or a task of `toperl_jax.envs` on
     `physics_impl` ('jax' or 'warp'; with 'warp', `warp_worlds` is the most episodes stepped together, see
     `toperl_jax.envs.base.make_data`). brax's locomotion envs run on MJX-JAX only."""
+    check_physics(name, physics_impl)
     if locomotion.is_locomotion(name):
-        if physics_impl != "jax":
-            raise ValueError(f"physics_impl {physics_impl!r} is for this project's MJX tasks; brax's {name} runs on "
-                             "MJX-JAX only (physics_impl 'jax')")
         env = locomotion.make_env(name)
         return EvalEnv(name, env.observation_size, env.action_size, 1000, env.reset,
                        lambda s, a: env.step(s, jnp.clip(a, -1.0, 1.0)), ())
