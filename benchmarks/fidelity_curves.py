@@ -7,7 +7,9 @@
 `--ours` are run directories of `variants/top_erl.py` (their summary.json, or their TensorBoard logs while they
 run; the seeds of all of them are pooled);
 `--upstream` are the output folders of the original code's runs (one seed each, a `metrics.csv` with
-`num_global_steps` and `evaluation_<metric>_mean` columns; docs/fidelity.md says how they were made). Curves are
+`num_global_steps` and `evaluation_<metric>_mean` columns; docs/fidelity.md says how they were made).
+Either side also takes the ours.csv / original.csv of an earlier call (results/), so a side whose runs are gone can
+be redrawn or pooled with new seeds (e.g. `--ours results/hopper_jump_e1/ours.csv runs/seeds1-3`). Curves are
 compared against env steps (both count the buffer warm-up). Seeds are aligned on the evaluation points every seed
 of a side has reached.
 """
@@ -36,59 +38,95 @@ REFERENCE_LINES = {"max_height": (1.5, "drop height")}
 DIGITS = {"return": 2}  # decimals in the table (4 otherwise: the drop height is 1.4997 m)
 
 
-def ours(run_dirs: list[pathlib.Path], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{metric: (env_steps [E], scores [seeds, E])} over the evaluations every seed has; the seeds of several runs
-    (e.g. seed 0 alone and seeds 1-3 vmapped) are pooled, and a seed found twice is an error."""
-    rows = []
-    for d in run_dirs:
-        got = rp.collect(d, "top_erl")
-        if not got:
-            raise SystemExit(f"--ours: no evaluations in {d}")
+def read_csv(path: pathlib.Path, metrics: dict) -> list[dict]:
+    """Rows {seed, env_steps, metric...} of a CSV this script wrote (its ours.csv or original.csv), so that a side
+    can be redrawn, or pooled with new runs, after its run directories are gone."""
+    with open(path) as f:
+        got = list(csv.DictReader(f))
+    missing = [m for m in metrics if got and m not in got[0]]
+    if not got or missing:
+        raise SystemExit(f"{path}: no rows, or no column(s) {missing}")
+    key = "seed" if "seed" in got[0] else "seed_index"  # earlier CSVs numbered the seeds of a side from 0
+    return [{"seed": int(r[key]), "env_steps": float(r["env_steps"]), **{m: float(r[m]) for m in metrics}}
+            for r in got]
+
+
+def pool(sources: list[list[dict]], flag: str) -> list[dict]:
+    """The rows of several sources as one side; a seed found in two sources is an error."""
+    rows: list[dict] = []
+    for got in sources:
         clash = {r["seed"] for r in got} & {r["seed"] for r in rows}
         if clash:
-            raise SystemExit(f"--ours: seed(s) {sorted(clash)} appear in more than one run directory")
+            raise SystemExit(f"{flag}: seed(s) {sorted(clash)} appear in more than one run directory or CSV")
         rows += got
+    return rows
+
+
+def align(rows: list[dict], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (env_steps [E], scores [seeds, E])} over the evaluations every seed has."""
     seeds = sorted({r["seed"] for r in rows})
     steps = sorted(set.intersection(*[{r["env_steps"] for r in rows if r["seed"] == s} for s in seeds]))
     out = {}
     for m in metrics:
-        table = {(r["seed"], r["env_steps"]): r[f"eval/{m}"] for r in rows}
+        table = {(r["seed"], r["env_steps"]): r[m] for r in rows}
         out[m] = np.asarray(steps, float), np.array([[table[s, x] for x in steps] for s in seeds])
     return out
 
 
-def upstream(dirs: list[pathlib.Path], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The same from the original's runs (one seed per folder), cut to the evaluations every run has."""
-    runs = []
-    for d in dirs:
+def ours(sources: list[pathlib.Path], metrics: dict) -> list[dict]:
+    """Rows of our runs: run directories of `variants/top_erl.py` (the seeds of all of them are pooled, e.g. seed 0
+    alone and seeds 1-3 vmapped) or CSVs of this script."""
+    got = []
+    for d in sources:
+        if d.suffix == ".csv":
+            got.append(read_csv(d, metrics))
+            continue
+        rows = rp.collect(d, "top_erl")
+        if not rows:
+            raise SystemExit(f"--ours: no evaluations in {d}")
+        got.append([{"seed": r["seed"], "env_steps": float(r["env_steps"]), **{m: r[f"eval/{m}"] for m in metrics}}
+                    for r in rows])
+    return pool(got, "--ours")
+
+
+def upstream(sources: list[pathlib.Path], metrics: dict) -> list[dict]:
+    """Rows of the original's runs: output folders (one seed each, numbered in the order given) or CSVs of this
+    script."""
+    got = []
+    for i, d in enumerate(sources):
+        if d.suffix == ".csv":
+            got.append(read_csv(d, metrics))
+            continue
         with open(d / "metrics.csv") as f:
-            runs.append(list(csv.DictReader(f)))
-    n = min(len(r) for r in runs)
-    steps = np.asarray([float(r["num_global_steps"]) for r in runs[0][:n]])
-    return {m: (steps, np.array([[float(row[col]) for row in r[:n]] for r in runs]))
-            for m, (col, _) in metrics.items()}
+            got.append([{"seed": i, "env_steps": float(r["num_global_steps"]),
+                         **{m: float(r[col]) for m, (col, _) in metrics.items()}} for r in csv.DictReader(f)])
+    return pool(got, "--upstream")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", choices=sorted(METRICS), default="hopper", help="which metrics to compare")
-    p.add_argument("--ours", type=pathlib.Path, nargs="+", required=True, help="our run directories (seeds pooled)")
-    p.add_argument("--upstream", type=pathlib.Path, nargs="+", required=True)
+    p.add_argument("--ours", type=pathlib.Path, nargs="+", required=True,
+                   help="our run directories or ours.csv files of earlier calls (seeds pooled)")
+    p.add_argument("--upstream", type=pathlib.Path, nargs="+", required=True,
+                   help="the original's run folders or original.csv files of earlier calls")
     p.add_argument("--out", type=pathlib.Path, required=True)
     p.add_argument("--plot", type=pathlib.Path, required=True)
     a = p.parse_args(argv)
     metrics = METRICS[a.task]
-    sides = {"ours": ours(a.ours, metrics), "original": upstream(a.upstream, metrics)}
+    rows = {"ours": ours(a.ours, metrics), "original": upstream(a.upstream, metrics)}
+    sides = {side: align(r, metrics) for side, r in rows.items()}
+    seeds = {side: sorted({x["seed"] for x in r}) for side, r in rows.items()}
     a.out.mkdir(parents=True, exist_ok=True)
     lines = []
     for side, curves in sides.items():
         steps, first = curves[next(iter(metrics))]
         with open(a.out / f"{side}.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["env_steps", "seed_index", *metrics])
+            w.writerow(["env_steps", "seed", *metrics])
             for j, x in enumerate(steps):
-                for s in range(first.shape[0]):
-                    w.writerow([int(x), s, *(f"{curves[m][1][s, j]:.6f}" for m in metrics)])
+                for s, seed in enumerate(seeds[side]):
+                    w.writerow([int(x), seed, *(f"{curves[m][1][s, j]:.6f}" for m in metrics)])
         for m, (steps, scores) in curves.items():
             curves[m] = (steps, scores, *rp.iqm_curve_ci(scores))
         lines.append(f"\n{side} ({first.shape[0]} seeds)\n")

@@ -533,6 +533,16 @@ def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_
     with pytest.raises(SystemExit, match="more than one run"):
         fc.main(["--task", "box", "--ours", str(tmp_path / "s0"), str(tmp_path / "s0"), "--upstream",
                  str(tmp_path / "up0"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
+    # The CSVs stand in for the runs: redrawn from them alone, both sides come out the same, seeds named by number
+    again = tmp_path / "again"
+    fc.main(["--task", "box", "--ours", str(out / "ours.csv"), "--upstream", str(out / "original.csv"),
+             "--out", str(again), "--plot", str(tmp_path / "p2.png")])
+    for side in ("ours", "original"):
+        assert (again / f"{side}.csv").read_text() == (out / f"{side}.csv").read_text()
+    assert sorted(set(ours[:, 1])) == [0, 1, 2, 3]
+    with pytest.raises(SystemExit, match="more than one run"):  # seed 0 is in the CSV and in s0
+        fc.main(["--task", "box", "--ours", str(out / "ours.csv"), str(tmp_path / "s0"), "--upstream",
+                 str(tmp_path / "up0"), "--out", str(again), "--plot", str(tmp_path / "p2.png")])
 
 
 def test_benchmarks_compile_with_the_runners_gpu_options(monkeypatch):
