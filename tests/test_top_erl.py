@@ -69,6 +69,12 @@ def test_presets_reproduce_upstream_configs():
                "num_eval_episodes"}
     assert {f.name for f in dataclasses.fields(te.Args) if getattr(cpu, f.name) != getattr(hop, f.name)} == budgets
     assert (cpu.num_envs, cpu.epochs_critic, cpu.epochs_policy, cpu.policy_update_from) == (1, 20, 10, 250)
+    # the CPU-scale box: the same budgets plus an earlier start of the updates; the per-iteration ratio stays
+    cpu_box = te.PRESETS["box-dense-cpu"]
+    changed = {f.name for f in dataclasses.fields(te.Args) if getattr(cpu_box, f.name) != getattr(box, f.name)}
+    assert changed == budgets | {"critic_update_from", "policy_update_from"}
+    assert (cpu_box.num_envs, cpu_box.epochs_critic, cpu_box.epochs_policy, cpu_box.env) == (4, 30, 15,
+                                                                                            "box-pushing-dense")
     # Upstream mprl/config/metaworld/seq/entire/{shared,slurm}_meta.yaml
     mw = te.PRESETS["metaworld"]
     assert (mw.task, mw.env, mw.traj_downsample_factor, mw.iterations, mw.num_envs) == (

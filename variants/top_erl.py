@@ -50,7 +50,8 @@ class Args(flags.Flags):
     """TOP-ERL: the family's flags (`toperl_jax.flags.Flags`, one line of help each; `--help` lists them with the
     chosen preset's values). The defaults are the `reach` preset; `--task` selects another, other flags override it."""
 
-    task: Literal["reach", "box-dense", "box-sparse", "hopper-jump", "hopper-jump-cpu", "metaworld"] = "reach"
+    task: Literal["reach", "box-dense", "box-dense-cpu", "box-sparse", "hopper-jump", "hopper-jump-cpu",
+                  "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
 
 
