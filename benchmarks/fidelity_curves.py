@@ -51,10 +51,23 @@ def read_csv(path: pathlib.Path, metrics: dict) -> list[dict]:
             for r in got]
 
 
-def pool(sources: list[list[dict]], flag: str) -> list[dict]:
-    """The rows of several sources as one side; a seed found in two sources is an error."""
+def align(rows: list[dict], metrics: dict) -> tuple[list[int], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(seeds, {metric: (env_steps [E], scores [seeds, E])}) over the evaluations every seed has."""
+    seeds = sorted({r["seed"] for r in rows})
+    steps = sorted(set.intersection(*[{r["env_steps"] for r in rows if r["seed"] == s} for s in seeds]))
+    out = {}
+    for m in metrics:
+        table = {(r["seed"], r["env_steps"]): r[m] for r in rows}
+        out[m] = np.asarray(steps, float), np.array([[table[s, x] for x in steps] for s in seeds])
+    return seeds, out
+
+
+def read_side(sources: list[pathlib.Path], metrics: dict, flag: str, read_run) -> list[dict]:
+    """The rows {seed, env_steps, metric...} of one side: `read_run(folder, position)` for a run folder, `read_csv`
+    for a CSV of this script; a seed found in two sources is an error."""
     rows: list[dict] = []
-    for got in sources:
+    for i, d in enumerate(sources):
+        got = read_csv(d, metrics) if d.suffix == ".csv" else read_run(d, i)
         clash = {r["seed"] for r in got} & {r["seed"] for r in rows}
         if clash:
             raise SystemExit(f"{flag}: seed(s) {sorted(clash)} appear in more than one run directory or CSV")
@@ -62,45 +75,30 @@ def pool(sources: list[list[dict]], flag: str) -> list[dict]:
     return rows
 
 
-def align(rows: list[dict], metrics: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{metric: (env_steps [E], scores [seeds, E])} over the evaluations every seed has."""
-    seeds = sorted({r["seed"] for r in rows})
-    steps = sorted(set.intersection(*[{r["env_steps"] for r in rows if r["seed"] == s} for s in seeds]))
-    out = {}
-    for m in metrics:
-        table = {(r["seed"], r["env_steps"]): r[m] for r in rows}
-        out[m] = np.asarray(steps, float), np.array([[table[s, x] for x in steps] for s in seeds])
-    return out
-
-
 def ours(sources: list[pathlib.Path], metrics: dict) -> list[dict]:
     """Rows of our runs: run directories of `variants/top_erl.py` (the seeds of all of them are pooled, e.g. seed 0
     alone and seeds 1-3 vmapped) or CSVs of this script."""
-    got = []
-    for d in sources:
-        if d.suffix == ".csv":
-            got.append(read_csv(d, metrics))
-            continue
+
+    def read_run(d: pathlib.Path, _: int) -> list[dict]:
         rows = rp.collect(d, "top_erl")
         if not rows:
             raise SystemExit(f"--ours: no evaluations in {d}")
-        got.append([{"seed": r["seed"], "env_steps": float(r["env_steps"]), **{m: r[f"eval/{m}"] for m in metrics}}
-                    for r in rows])
-    return pool(got, "--ours")
+        return [{"seed": r["seed"], "env_steps": float(r["env_steps"]), **{m: r[f"eval/{m}"] for m in metrics}}
+                for r in rows]
+
+    return read_side(sources, metrics, "--ours", read_run)
 
 
 def upstream(sources: list[pathlib.Path], metrics: dict) -> list[dict]:
     """Rows of the original's runs: output folders (one seed each, numbered in the order given) or CSVs of this
     script."""
-    got = []
-    for i, d in enumerate(sources):
-        if d.suffix == ".csv":
-            got.append(read_csv(d, metrics))
-            continue
+
+    def read_run(d: pathlib.Path, i: int) -> list[dict]:
         with open(d / "metrics.csv") as f:
-            got.append([{"seed": i, "env_steps": float(r["num_global_steps"]),
-                         **{m: float(r[col]) for m, (col, _) in metrics.items()}} for r in csv.DictReader(f)])
-    return pool(got, "--upstream")
+            return [{"seed": i, "env_steps": float(r["num_global_steps"]),
+                     **{m: float(r[col]) for m, (col, _) in metrics.items()}} for r in csv.DictReader(f)]
+
+    return read_side(sources, metrics, "--upstream", read_run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--plot", type=pathlib.Path, required=True)
     a = p.parse_args(argv)
     metrics = METRICS[a.task]
-    rows = {"ours": ours(a.ours, metrics), "original": upstream(a.upstream, metrics)}
-    sides = {side: align(r, metrics) for side, r in rows.items()}
-    seeds = {side: sorted({x["seed"] for x in r}) for side, r in rows.items()}
+    seeds, sides = {}, {}
+    for name, rows in (("ours", ours(a.ours, metrics)), ("original", upstream(a.upstream, metrics))):
+        seeds[name], sides[name] = align(rows, metrics)
     a.out.mkdir(parents=True, exist_ok=True)
     lines = []
     for side, curves in sides.items():
