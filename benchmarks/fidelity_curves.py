@@ -94,9 +94,10 @@ def upstream(sources: list[pathlib.Path], metrics: dict) -> list[dict]:
     script."""
 
     def read_run(d: pathlib.Path, i: int) -> list[dict]:
-        with open(d / "metrics.csv") as f:
+        with open(d / "metrics.csv") as f:  # one row per iteration; the evaluation's cells are empty in most
             return [{"seed": i, "env_steps": float(r["num_global_steps"]),
-                     **{m: float(r[col]) for m, (col, _) in metrics.items()}} for r in csv.DictReader(f)]
+                     **{m: float(r[col]) for m, (col, _) in metrics.items()}} for r in csv.DictReader(f)
+                    if r["num_global_steps"] and all(r[col] for col, _ in metrics.values())]
 
     return read_side(sources, metrics, "--upstream", read_run)
 

@@ -501,7 +501,7 @@ def _fake_ours(run_dir: pathlib.Path, seeds: list[int], steps: list[int], value)
 
 def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_path):
     """Seeds 0 (alone) and 1-3 (vmapped) pool into one 4-seed side over their common evaluations; the original's
-    box columns are read by name; the CSV holds every (step, seed) and a seed given twice is refused."""
+    box columns are read by name from its evaluation rows (rows of other iterations are skipped); the CSV holds every (step, seed) and a seed given twice is refused."""
     from benchmarks import fidelity_curves as fc
 
     value = lambda m, s, x: {"return": 10.0 * s + x / 1000, "box_goal_pos_dist": 0.5 - 0.1 * s,
@@ -515,6 +515,7 @@ def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_
                 "evaluation_is_success_mean,evaluation_max_height_mean"]
         rows += [f"{x},{value('return', s, x)},{value('box_goal_pos_dist', s, x)},{value('is_success', s, x)},9"
                  for x in (0, 400)]
+        rows.insert(2, ",,,,")  # an iteration without an evaluation: the driver leaves its cells empty
         (d / "metrics.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     fc.main(["--task", "box", "--ours", str(tmp_path / "s0"), str(tmp_path / "s123"),
