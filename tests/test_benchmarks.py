@@ -501,7 +501,8 @@ def _fake_ours(run_dir: pathlib.Path, seeds: list[int], steps: list[int], value)
 
 def test_fidelity_curves_pools_our_runs_and_reads_the_originals_box_columns(tmp_path):
     """Seeds 0 (alone) and 1-3 (vmapped) pool into one 4-seed side over their common evaluations; the original's
-    box columns are read by name from its evaluation rows (rows of other iterations are skipped); the CSV holds every (step, seed) and a seed given twice is refused."""
+    box columns are read by name from its evaluation rows (rows of other iterations are skipped); the CSV holds
+    every (step, seed) and a seed given twice is refused."""
     from benchmarks import fidelity_curves as fc
 
     value = lambda m, s, x: {"return": 10.0 * s + x / 1000, "box_goal_pos_dist": 0.5 - 0.1 * s,
