@@ -409,6 +409,9 @@ def main():
     p.add_argument("--json", default=None, help="also write the summary here")
     p.add_argument("--trajectories", choices=("prodmp", "push"), default="prodmp",
                    help="desired trajectories: ProDMPs of N(0, 1) weights, or scripted pushes (push_plan)")
+    p.add_argument("--weight-scale", type=float, default=1.0,
+                   help="ProDMP trajectories: weights ~ N(0, scale^2); 0 gives the zero-weight trajectory of an "
+                        "untrained policy's mean (arm driven towards the absolute goal q = 0)")
     p.add_argument("--settings", nargs="+", default=None, metavar="IT,LS[,TOL[,CONE]]",
                    help="solver study: MJX solver settings to compare (e.g. 4,8 10,10,1e-8 100,50,1e-8,elliptic)")
     p.add_argument("--perturb", type=float, default=1e-4,
@@ -438,7 +441,7 @@ def main():
         s = jax.vmap(dense.reset)(jax.random.split(k1, n))
         if args.trajectories == "push":
             return s, jax.vmap(lambda s, k: push_plan(dense, s, k))(s, jax.random.split(k2, n))
-        w = jax.random.normal(k2, (n, cfg.num_params))
+        w = args.weight_scale * jax.random.normal(k2, (n, cfg.num_params))
         pos, vel = jax.vmap(lambda w, p, v: prodmp_trajectory(cfg, w, dense.action_times(), 0.0, p, v))(
             w, s.desired_pos, s.desired_vel)
         return s, jnp.concatenate([pos, vel], -1)
@@ -515,8 +518,12 @@ def main():
         "mjx_vs_upstream": stats(runs["mjx"], runs["upstream"]),
         "native_vs_upstream": stats(runs["native"], runs["upstream"]),
         "mjx_vs_native": stats(runs["mjx"], runs["native"]),
+        "return_dense_mean": {k: float(r["dense"].sum(1).mean()) for k, r in runs.items()},
+        "energy_mean": {k: float(r["final"][:, 3].mean()) for k, r in runs.items()},
     }
     keys = list(summary["mjx_vs_upstream"])
+    print("mean dense return / episode energy: " + ", ".join(
+        f"{k} {summary['return_dense_mean'][k]:.1f} / {summary['energy_mean'][k]:.0f}" for k in runs))
     print(f"episodes: {n} ({args.trajectories}); upstream box displacement median "
           f"{summary['box_displacement_upstream_median_m']:.3f} m")
     print(f"fancy_gym IK vs ours from the same box poses: max |dq| {summary['ik_q_abs_diff_max_rad']:.2e} rad, "
