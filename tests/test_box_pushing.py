@@ -257,19 +257,36 @@ def test_pd_holds_arm_and_box_left_alone_stays_put():
     s = _reset_batch(0)
     final, tr = _rollout(s, _hold(s))
     obs = np.concatenate([np.asarray(tr.obs), np.asarray(final.obs)[:, None]], 1)   # [B, T+1, 29]
-    assert np.abs(obs[:, :, :7] - obs[:, :1, :7]).max() < 1e-4          # arm held (rad)
-    # At rest for the first second. Later the velocity of some start poses grows from float32
-    # rounding (~1e-8) by ~1.2x per step: for those arm poses the sampled-data PD loop itself
-    # is unstable, max eig(M^-1 Kd) dt > 2 (2.14 for episode 0 here); fancy_gym has the same
-    # gains and inertia and shows the same growth (docs/envs.md). It stays far below 0.1 rad/s.
+    # At some start poses the sampled-data PD loop itself is unstable: max eig(M^-1 Kd) dt > 2
+    # (Kd held for dt = 20 ms), and a velocity grows from float32 rounding (~1e-8) by ~1.2x per
+    # step; fancy_gym has the same gains and inertia and shows the same growth (docs/envs.md).
+    # How far it gets in 100 steps depends on the rounding, so those poses are held for the first
+    # second only; the stable ones for the whole episode.
+    m, d = TASK.mj_model, mujoco.MjData(TASK.mj_model)
+    unstable = []
+    for b in range(B):
+        d.qpos[:] = np.asarray(s.mjx_data.qpos[b], np.float64)
+        mujoco.mj_forward(m, d)
+        M = np.zeros((m.nv, m.nv))
+        for j in range(m.nv):
+            col = np.zeros(m.nv)
+            mujoco.mj_mulM(m, d, col, np.eye(m.nv)[j])
+            M[:, j] = col
+        unstable.append(np.linalg.eigvals(np.linalg.solve(M[:7, :7], np.diag(KD))).real.max() * TASK.dt > 2)
+    stable = ~np.asarray(unstable)
+    assert 4 <= stable.sum() < B                                          # both kinds among these poses
+    assert np.abs(obs[stable, :, :7] - obs[stable, :1, :7]).max() < 1e-4  # arm held (rad)
+    assert np.abs(obs[stable, :, 7:14]).max() < 1e-4
+    assert np.abs(obs[:, :51, :7] - obs[:, :1, :7]).max() < 1e-5         # every pose: at rest for 1 s
     assert np.abs(obs[:, :51, 7:14]).max() < 1e-4
-    assert np.abs(obs[:, :, 7:14]).max() < 0.1
+    assert np.abs(obs[:, :, 7:14]).max() < 1.0
     box = obs[:, :, 14:17]
     assert np.abs(box[:, :, :2] - box[:, :1, :2]).max() < 1e-4           # box does not slide
     assert np.abs(box[:, -1, 2] - box[:, 0, 2]).max() < 2e-3             # settles < 2 mm (starts 1 mm deep)
     ang = [_quat_angle(obs[b, -1, 17:21], obs[b, 0, 17:21]) for b in range(B)]
     assert max(ang) < 1e-3
-    assert np.asarray(tr.final_metrics["episode_energy"]).max() < 0.05   # tau_cmd ~ 0
+    energy = np.asarray(tr.final_metrics["episode_energy"])
+    assert energy[stable].max() < 0.05 and energy.max() < 1.0            # tau_cmd ~ 0
 
 
 def test_rollout_matches_native_mujoco_and_spec_rewards():
