@@ -100,6 +100,17 @@ def test_a_diverged_seed_stops_and_keeps_its_last_finite_state(tmp_path, capsys)
     np.testing.assert_array_equal(np.asarray(state.policy.params), [8.0, 4.0, 8.0])
 
 
+def test_the_summary_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A long run outlives commits to its checkout: the summary written after every chunk must name the code
+    the run started with, not the checkout's HEAD at the time of writing."""
+    commits = iter(f"c{i}" for i in range(100))
+    monkeypatch.setattr(runner, "git_commit", lambda: next(commits))
+    args = _Args(logdir=str(tmp_path), bad_seed=-1)
+    s = _run(args)
+    assert s["git_commit"] == "c0"
+    assert json.loads((tmp_path / "toy" / "summary.json").read_text())["git_commit"] == "c0"
+
+
 def test_the_run_stops_when_every_seed_has_diverged(tmp_path):
     s = _run(_Args(logdir=str(tmp_path), num_seeds=1, bad_seed=0, bad_from=3))
     assert s["iterations_done"] == 4  # the chunk in which it diverged; no chunk after it

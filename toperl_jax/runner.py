@@ -223,6 +223,7 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
     every process runs this loop in step, and process 0 writes the run directory.
     """
     lead = jax.process_index() == 0
+    commit = git_commit()  # the code this run starts with (HEAD may move while it runs)
     say = print if verbose and lead else (lambda *a, **k: None)
     warn = (lambda m: print(m, file=sys.stderr)) if lead else (lambda m: None)
     use_compile_cache(args)
@@ -331,13 +332,13 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
             progress.start(it)
         say(progress.line(it, _headline(program.headline, ev, train)))
         logger.flush()
-        summary = write_summary(args, run_dir, history, diverged, lead, program)  # every chunk: a crash keeps the run
+        summary = write_summary(args, run_dir, history, diverged, commit, lead, program)  # every chunk: a crash keeps the run
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0 or stopped.all()
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall,
                                           "diverged": {str(i): v for i, v in diverged.items()}})
     logger.close()
-    summary = write_summary(args, run_dir, history, diverged, lead, program)
+    summary = write_summary(args, run_dir, history, diverged, commit, lead, program)
     if stopped.all():
         say(f"stopped: every seed diverged; the last finite evaluations are in {run_dir / 'summary.json'}")
     elif chunk == num_chunks:
@@ -361,11 +362,12 @@ def remove_run(run_dir: pathlib.Path) -> None:
             path.unlink()
 
 
-def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]],
+def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: dict[int, list[int]], commit: str,
                   write: bool = True, program: Program | None = None) -> dict:
     """run_dir/summary.json from the evaluation history so far (final and best per seed, the mean and std of the
     finals of the ranking metric; `diverged`: seed index → [first, last] iteration of the chunk after which its
-    state was non-finite), written atomically if `write`. `program` supplies the head, step unit and score."""
+    state was non-finite; `commit`: `git_commit()` when the run started), written atomically if `write`.
+    `program` supplies the head, step unit and score."""
     unit = program.step_unit if program else "env_steps"
     key = _score_key(history, program.score if program else None)
     head = program.summary_info if program and program.summary_info is not None else {"task": args.task,
@@ -374,7 +376,7 @@ def write_summary(args, run_dir: pathlib.Path, history: list[dict], diverged: di
     finals = np.asarray([p["final"][key] for p in per_seed], np.float64)
     summary = {**head, "run_dir": str(run_dir), "iterations_done": history[-1]["iteration"],
                unit: history[-1][unit], "wall_time": history[-1].get("wall_time", 0.0),
-               "seeds": [args.seed + i for i in range(args.num_seeds)], "git_commit": git_commit(),
+               "seeds": [args.seed + i for i in range(args.num_seeds)], "git_commit": commit,
                "score_key": key, "final_mean": float(finals.mean()), "final_std": float(finals.std()),
                "per_seed": per_seed, "history": history}
     if write:
