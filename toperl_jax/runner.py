@@ -332,7 +332,8 @@ def run(args, program: Program, max_chunks: int | None = None, verbose: bool = T
             progress.start(it)
         say(progress.line(it, _headline(program.headline, ev, train)))
         logger.flush()
-        summary = write_summary(args, run_dir, history, diverged, commit, lead, program)  # every chunk: a crash keeps the run
+        # every chunk: a crash keeps the run
+        summary = write_summary(args, run_dir, history, diverged, commit, lead, program)
         if mgr is not None and args.checkpoint_interval and (chunk % args.checkpoint_interval == 0 or stopped.all()
                                                              or chunk == num_chunks or chunks_run == max_chunks):
             ckpt.save(mgr, chunk, state, {"chunk": chunk, "history": history, "wall_time": wall,
