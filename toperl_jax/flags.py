@@ -52,7 +52,7 @@ class Flags:
     """MJX implementation: jax (pure JAX, any device) or warp (MuJoCo Warp kernels, for CUDA GPUs; the `gpu` extra)"""
     solver_iterations: tuple[int, int] | None = None
     """MJX constraint solver (iterations, line-search iterations), replacing the task's MJCF (box pushing 4 8, hopper
-    10 10; None = keep them); docs/envs.md's solver study has the speed/parity trade-off, e.g. `100 50`"""
+    6 6; None = keep them); docs/envs.md's solver study has the speed/parity trade-off, e.g. `100 50`"""
     seed: int = 0
     """random seed; seed i of `--num-seeds N` uses seed + i, so it equals a single run with that seed"""
     num_seeds: int = 1

@@ -221,7 +221,7 @@ class EpisodicTask(abc.ABC):
 
     def set_solver(self, iterations: int, ls_iterations: int) -> None:
         """Replace the MJCF's constraint-solver budget (`opt.iterations`, `opt.ls_iterations`) and rebuild the MJX
-        model. The defaults are the MJCF's (box pushing 4 / 8, hopper jump 10 / 10); docs/envs.md's solver study
+        model. The defaults are the MJCF's (box pushing 4 / 8, hopper jump 6 / 6); docs/envs.md's solver study
         gives the speed and the parity with fancy_gym of other settings (e.g. MuJoCo's own 100 / 50)."""
         for name, value in (("iterations", iterations), ("ls_iterations", ls_iterations)):
             if int(value) < 1:
