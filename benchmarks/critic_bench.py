@@ -62,6 +62,10 @@ class Args:
     micro_batch: tuple[int, ...] = (0, 8)
     """trajectories per sequential chunk of the critic / policy passes (`Learner.micro_batch`); 0 = the whole
     batch in one pass. Every value is benchmarked. On a CPU, 8–16 keeps the attention tensors cache-sized."""
+    token_buckets: tuple[int, ...] = (3,)
+    """static token budgets of the learner's passes (`Learner.token_buckets`, `--token-buckets` of the variant);
+    every value is benchmarked. The step time then depends on the drawn segmentation: compare means over many
+    repeats (each call draws a fresh one)"""
     bf16: bool = False
     """critic matmuls in bfloat16 (`compute_dtype`); parameters, targets and losses stay float32"""
     num_critics: int = 1
@@ -75,6 +79,8 @@ class Args:
     def __post_init__(self):
         if self.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {self.repeats}")
+        if any(k < 1 for k in self.token_buckets):
+            raise ValueError(f"--token-buckets values must be >= 1, got {self.token_buckets}")
         if any(m < 0 for m in self.micro_batch):
             raise ValueError(f"--micro-batch values must be >= 0, got {self.micro_batch}")
         if self.num_critics not in (1, 2):
@@ -112,7 +118,7 @@ SHAPES = {
 }
 
 
-def make_learner(s: Shapes, bf16: bool, micro_batch: int) -> U.Learner:
+def make_learner(s: Shapes, bf16: bool, micro_batch: int, token_buckets: int = 1) -> U.Learner:
     mp = ProDMPConfig(num_dof=s.num_dof, num_basis=s.num_basis, tau=s.tau, dt=s.dt, alpha_phase=3.0, alpha=10.0,
                       basis_bandwidth_factor=3.0, weights_scale=s.weights_scale, goal_scale=s.weights_scale,
                       auto_scale_basis=True)
@@ -124,7 +130,7 @@ def make_learner(s: Shapes, bf16: bool, micro_batch: int) -> U.Learner:
     return U.Learner(critic=critic, policy=policy, mp=mp, projection=proj,
                      critic_optimizer=U.critic_optimizer(s.lr_critic, s.wd),
                      policy_optimizer=U.policy_optimizer(s.lr_policy, s.wd), T=s.T, dt=s.dt, batch_size=s.batch,
-                     micro_batch=micro_batch or None)
+                     micro_batch=micro_batch or None, token_buckets=token_buckets)
 
 
 def random_buffer(s: Shapes, rng: np.random.Generator) -> buffer_lib.TrajectoryBuffer:
@@ -139,12 +145,12 @@ def random_buffer(s: Shapes, rng: np.random.Generator) -> buffer_lib.TrajectoryB
     return buffer_lib.add(buf, ep)
 
 
-def bench_task(name: str, args: Args, micro_batch: int) -> dict:
+def bench_task(name: str, args: Args, micro_batch: int, token_buckets: int = 1) -> dict:
     s = SHAPES[name]
     if micro_batch and s.batch % micro_batch:
         raise ValueError(f"--micro-batch {micro_batch} must divide the {name} batch size {s.batch}")
-    learner = make_learner(s, args.bf16, micro_batch)
-    name = f"{name}, mb {micro_batch or s.batch}"
+    learner = make_learner(s, args.bf16, micro_batch, token_buckets)
+    name = f"{name}, mb {micro_batch or s.batch}, K {token_buckets}"
     rng = np.random.default_rng(args.seed)
     buf = random_buffer(s, rng)
     key = jax.random.key(args.seed)
@@ -154,7 +160,9 @@ def bench_task(name: str, args: Args, micro_batch: int) -> dict:
     keys = lambda i: jax.random.fold_in(key, 100 + i)
     out = {"task": name, "micro_batch": micro_batch, "shapes": dataclasses.asdict(s),
            "token_budget_critic": seg_lib.token_budget(s.T, extra_row=True),
-           "token_budget_policy": seg_lib.token_budget(s.T, extra_row=False)}
+           "token_budget_policy": seg_lib.token_budget(s.T, extra_row=False),
+           "token_buckets_critic": seg_lib.token_buckets(s.T, extra_row=True, num_buckets=token_buckets),
+           "token_buckets_policy": seg_lib.token_buckets(s.T, extra_row=False, num_buckets=token_buckets)}
 
     critic_step = jax.jit(lambda c, p, k: U.critic_step(learner, c, buf, p.params, p.old_params, 1, h0, k))
     out["critic_step"] = time_jitted(critic_step, lambda i: (cstate, pstate, keys(i)), args.repeats)
@@ -204,19 +212,20 @@ def main(args: Args):
                "cpu_count": os.cpu_count(), "args": dataclasses.asdict(args), "tasks": {}}
     for name in args.tasks:
         for mb in args.micro_batch:
-            res = bench_task(name, args, mb)
-            results["tasks"][res["task"]] = res
+            for k in args.token_buckets:
+                res = bench_task(name, args, mb, k)
+                results["tasks"][res["task"]] = res
 
     rows = [("critic_step", "critic step (targets incl.)"), ("policy_step", "policy step"),
             ("critic_targets_only", "critic targets only"), ("critic_grad_step_only", "critic grad step only")]
-    print("\n| task | measurement | compile (s) | median step (s) | IQR (s) | steps/s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| task | measurement | compile (s) | median step (s) | mean step (s) | IQR (s) | steps/s (mean) |")
+    print("|---|---|---|---|---|---|---|")
     for name, res in results["tasks"].items():
         for key, label in rows:
             if key in res:
                 r = res[key]
-                print(f"| {name} | {label} | {r['compile_s']:.1f} | {r['median_s']:.3f} | "
-                      f"{r['q25_s']:.3f}–{r['q75_s']:.3f} | {1.0 / r['median_s']:.2f} |")
+                print(f"| {name} | {label} | {r['compile_s']:.1f} | {r['median_s']:.3f} | {r['mean_s']:.3f} | "
+                      f"{r['q25_s']:.3f}–{r['q75_s']:.3f} | {1.0 / r['mean_s']:.2f} |")
     for name, res in results["tasks"].items():
         if name.startswith("box"):
             ours = res["critic_step"]["median_s"]

@@ -33,7 +33,8 @@ def time_calls(call, repeats: int) -> dict:
         call()
         times.append(time.perf_counter() - t0)
     q25, q50, q75 = np.percentile(times, [25, 50, 75])
-    return {"median_s": float(q50), "q25_s": float(q25), "q75_s": float(q75), "times_s": times}
+    return {"median_s": float(q50), "mean_s": float(np.mean(times)), "q25_s": float(q25), "q75_s": float(q75),
+            "times_s": times}
 
 
 def compile_timed(fn, *args):

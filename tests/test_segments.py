@@ -237,8 +237,69 @@ def test_jit_no_retrace_and_errors():
         sg.make_segmentation(32, 0, 100, M)
     with pytest.raises(ValueError, match="offset"):
         sg.make_segmentation(100, 3, 100, M)
-    with pytest.raises(ValueError, match="budget"):
-        sg.packed_layout(sg.make_segmentation(33, 0, 100, M, True), 100, 124)
+    with pytest.raises(ValueError, match="budget 103 < 104 tokens"):  # 4 rows + 100 actions
+        sg.packed_layout(sg.make_segmentation(33, 0, 100, M, True), 100, 103)
+    assert sg.packed_layout(sg.make_segmentation(33, 0, 100, M, True), 100, 104).in_row.all()
     # Policy segmentation (no extra row) has its own, smaller static budget.
     lay = sg.packed_layout(sg.make_segmentation(jnp.int32(4), jnp.int32(0), 100, M, False))
     assert lay.time_index.shape == (125,) and bool(lay.in_row.all())
+
+
+# ---------------------------------------------------------------- token buckets
+
+@pytest.mark.parametrize("T", [100, 40])
+@pytest.mark.parametrize("extra_row", [True, False])
+def test_token_buckets_minimise_the_expected_budget(T, extra_row):
+    """`token_buckets` against brute force: every choice of the K − 1 smaller budgets among the token counts of the
+    reference layout (`ref_tokens`), each (ℓ, o) weighted by the draw (ℓ uniform over the unique lengths, o uniform)."""
+    import itertools
+
+    choices = all_choices(T)
+    lengths = sorted({length for length, _ in choices})
+    prob = np.array([1 / len(lengths) / (length if T // length > 1 else 1) for length, _ in choices])
+    assert prob.sum() == pytest.approx(1.0)
+    N = sg.token_budget(T, M, extra_row)
+    need = np.array([ref_tokens(T, length, o, extra_row, N)[1] for length, o in choices])
+    values = np.unique(need)
+    assert values[-1] == N and sg.token_buckets(T, M, extra_row, 1) == (N,)
+    for K in (2, 3):
+        best = min(sum(p * min(b for b in (*c, N) if b >= n) for p, n in zip(prob, need))
+                   for c in itertools.combinations(values[:-1], K - 1))
+        got = sg.token_buckets(T, M, extra_row, K)
+        assert len(got) == K and got[-1] == N and list(got) == sorted(set(got))
+        cost = sum(p * min(b for b in got if b >= n) for p, n in zip(prob, need))
+        assert cost == pytest.approx(best, rel=1e-12), (K, got)
+    assert sg.token_buckets(T, M, extra_row, 10_000) == tuple(int(v) for v in values)  # one budget per count
+    with pytest.raises(ValueError, match="num_buckets"):
+        sg.token_buckets(T, M, extra_row, 0)
+
+
+@pytest.mark.parametrize("extra_row", [True, False])
+def test_bucket_index_picks_the_smallest_budget_that_holds_the_draw(extra_row):
+    """For every (ℓ, o) of T = 100: the picked budget holds the draw's tokens and the next smaller one does not,
+    and the layout at that budget is the full budget's, cut where only padding follows."""
+    T = 100
+    budgets = sg.token_buckets(T, M, extra_row, 3)
+    N = budgets[-1]
+    choices = all_choices(T)
+    ls = np.array([c[0] for c in choices], np.int32)
+    os_ = np.array([c[1] for c in choices], np.int32)
+
+    @jax.jit
+    @jax.vmap
+    def picks(length, offset):
+        seg = sg.make_segmentation(length, offset, T, M, extra_row)
+        index = sg.bucket_index(seg, budgets)
+        small = sg.packed_layout(seg, T, budgets[0])  # traced ℓ, o: trusted, even where it does not hold the draw
+        return index, sg.packed_layout(seg, T), small
+
+    index, full, small = jax.device_get(picks(ls, os_))
+    for i, (length, o) in enumerate(choices):
+        need = ref_tokens(T, length, o, extra_row, N)[1]
+        k = int(index[i])
+        assert budgets[k] >= need and (k == 0 or budgets[k - 1] < need), (length, o, k)
+        assert not full.valid[i, need:].any()  # past the draw's tokens: padding or the extra row's padded actions
+        if k == 0:
+            for name in ("time_index", "is_state", "segment_id", "valid", "pos_in_row", "in_row"):
+                np.testing.assert_array_equal(getattr(small, name)[i], getattr(full, name)[i, :budgets[0]])
+    assert set(index.tolist()) == {0, 1, 2}

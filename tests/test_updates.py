@@ -543,3 +543,51 @@ def test_micro_batching_matches_whole_batch(contextual):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-6)
     assert a[1]["trust_region_loss"] > 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 7. Token buckets (`--token-buckets`): the updates at the smallest budget that holds the draw give the one-budget
+#    numbers, one seed at a time (a switch) and vmapped over seeds (the seeds share the largest of their budgets)
+
+
+def _token_bucket_steps(vmapped: bool):
+    T, M, n = 20, 2, 4  # lengths 10 and 20: token counts 13 … 22 (critic), 11 / 21 / 22 (policy)
+    one = make_learner(T, 0.05, max_num_segments=M, batch_size=n, relative_goal=True, goal_scale=0.5, discount=0.9)
+    one = dataclasses.replace(one, critic_optimizer=optax.sgd(1.0), policy_optimizer=optax.sgd(1.0))  # Δθ = −grad
+    three = dataclasses.replace(one, token_buckets=3)
+    assert seg_lib.token_buckets(T, M, True, 3)[-1] == 22 and seg_lib.token_buckets(T, M, False, 3) == (11, 21, 22)
+    rng = np.random.default_rng(3)
+    ep = make_episodes(rng, one, batch=n)
+    buf = buffer_lib.add(buffer_lib.init(n, buffer_lib.episode_spec(T, S, 2, one.mp.num_params)), ep)
+
+    def steps(learner, key):
+        cs = U.init_critic_state(learner, jax.random.fold_in(key, 1), 1)
+        ps = U.init_policy_state(learner, jax.random.fold_in(key, 2))
+        ps = ps.replace(params=perturbed(ps.params, jax.random.fold_in(key, 3), 0.05))
+        cs, cm = U.critic_step(learner, cs, buf, ps.params, ps.old_params, 2, 5.0, jax.random.fold_in(key, 4))
+        ps, pm = U.policy_step(learner, ps, buf, cs.params, 2, 5.0, jax.random.fold_in(key, 5))
+        return cs.params, cm, ps.params, pm
+
+    keys = jax.random.split(jax.random.key(0), 6)
+    batch = jax.vmap if vmapped else partial(partial, jax.lax.map)  # lax.map: one seed at a time, a plain switch
+    ref, got = jax.jit(lambda k: (batch(partial(steps, one))(k), batch(partial(steps, three))(k)))(keys)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(a))) + 1e-7,
+                                   err_msg=jax.tree_util.keystr(path))
+
+    # The draws of these steps (critic_step / policy_step split their key this way) reach the smaller budgets.
+    def index(key, extra_row):
+        seg = U.draw_segmentation(three, jax.random.split(key, 4 if extra_row else 3)[1], extra_row)
+        return int(seg_lib.bucket_index(seg, seg_lib.token_buckets(T, M, extra_row, 3)))
+
+    assert min(index(jax.random.fold_in(k, 4), True) for k in keys) < 2
+    assert min(index(jax.random.fold_in(k, 5), False) for k in keys) < 2
+
+
+def test_token_buckets_match_the_one_budget_updates():
+    _token_bucket_steps(vmapped=False)
+
+
+@pytest.mark.slow
+def test_token_buckets_match_the_one_budget_updates_vmapped_over_seeds():
+    _token_bucket_steps(vmapped=True)

@@ -4,6 +4,9 @@ Every trajectory of a critic or policy pass is independent, so a pass can run ov
 `B / n` trajectories: `chunked_map` for values, `chunked_value_and_grad` for a loss that is a sum over
 trajectories. `n = 1` is the one-pass computation. On a CPU chunks of 8–16 trajectories keep the attention
 tensors cache-sized (docs/critic.md); on a GPU use one chunk.
+
+`switch` is `lax.switch` that stays a switch under `vmap` (the critic's row attention, the learner's token
+buckets).
 """
 
 from __future__ import annotations
@@ -64,3 +67,28 @@ def chunked_value_and_grad(f: Callable, shared: PyTree, per_row: PyTree, data: P
     zero = (jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss, aux)), jax.tree.map(jnp.zeros_like, shared))
     (loss_aux, d_shared), d_rows = lax.scan(body, zero, split((per_row, data), n))
     return loss_aux, (d_shared, merge(d_rows))
+
+
+def switch(branches, monotone: bool = False) -> Callable:
+    """`f(index, *xs) = lax.switch(index, branches, *xs)`, kept a switch under `vmap` (plain `vmap` of a switch
+    with a batched index runs every branch and selects). Under `vmap`, the branches are vmapped; with a batched
+    index the batch is looped over (`lax.map`, each element at its own branch), or, when `monotone` (branch j
+    gives branch i's result on inputs meant for branch i, for every j ≥ i: e.g. larger token budgets), the
+    largest index runs for the whole batch, which keeps it one batched computation."""
+
+    @jax.custom_batching.custom_vmap
+    def f(index, *xs):
+        return lax.switch(index, branches, *xs)
+
+    @f.def_vmap
+    def rule(axis_size, in_batched, index, *xs):
+        index_batched, *xs_batched = in_batched
+        xs = jax.tree.map(lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))), tuple(xs),
+                          tuple(xs_batched))
+        if index_batched and not monotone:
+            out = lax.map(lambda a: f(a[0], *a[1]), (index, xs))
+        else:
+            out = switch([jax.vmap(b) for b in branches], monotone)(jnp.max(index), *xs)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return f

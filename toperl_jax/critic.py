@@ -59,6 +59,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from toperl_jax import chunks
+
 PyTree = Any
 
 # Upstream uses torch.nn.LayerNorm's default epsilon.
@@ -108,37 +110,15 @@ def _row_attention(qkv: jax.Array, width: int, n_head: int, dtype) -> jax.Array:
     return y
 
 
-def _switch(branches):
-    """`f(index, *xs) = lax.switch(index, branches, *xs)` that stays a switch under `vmap`: with a batched
-    index, the batch is looped over (`lax.map`) instead of running every branch and selecting (what `vmap`
-    of a switch does). With an unbatched index, the branches take the batch as extra leading axes."""
-
-    @jax.custom_batching.custom_vmap
-    def f(index, *xs):
-        return lax.switch(index, branches, *xs)
-
-    @f.def_vmap
-    def rule(axis_size, in_batched, index, *xs):
-        index_batched, *xs_batched = in_batched
-        xs = [x if b else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, b in zip(xs, xs_batched)]
-        if index_batched:
-            out = lax.map(lambda a: f(a[0], *a[1]), (index, xs))
-        else:
-            out = f(index, *xs)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return f
-
-
 @functools.lru_cache(maxsize=None)
 def row_attention(widths: tuple[int, ...], n_head: int, dtype) -> Callable:
     """`attend(qkv, index)`: `_row_attention` with the row width `widths[index]` (`index` traced), as one
     switch over the static candidate widths, so that the work is that of the drawn width only. Its gradient is
-    a switch too (custom VJP), and both stay switches under `vmap` over seeds (`_switch`)."""
+    a switch too (custom VJP), and both stay switches under `vmap` over seeds (`chunks.switch`)."""
     dtype = jnp.dtype(dtype)
     fwds = [functools.partial(_row_attention, width=w, n_head=n_head, dtype=dtype) for w in widths]
-    fwd = _switch(fwds)
-    bwd = _switch([lambda qkv, dy, f=f: jax.vjp(f, qkv)[1](dy)[0] for f in fwds])
+    fwd = chunks.switch(fwds)
+    bwd = chunks.switch([lambda qkv, dy, f=f: jax.vjp(f, qkv)[1](dy)[0] for f in fwds])
 
     @jax.custom_vjp
     def attend(qkv, index):

@@ -127,7 +127,7 @@ def _jit(fn, sharded: tuple[bool, ...], sharding: NamedSharding | None, **kw):
     """`jax.jit(fn)`, with its arguments (`sharded[i]`: split over seeds, else replicated) and outputs (split)
     placed by `sharding` when there is one. `fn` (vmapped over seeds) then runs under `shard_map`: every device
     runs the single-device program on its own seeds, so nothing that loops or switches over the seed axis (e.g.
-    the critic's row attention, `critic._switch`) is partitioned across devices by the compiler."""
+    the critic's row attention, `chunks.switch`) is partitioned across devices by the compiler."""
     if sharding is None:
         return jax.jit(fn, **kw)
     rep = NamedSharding(sharding.mesh, PartitionSpec())

@@ -121,6 +121,49 @@ def token_budget(T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: bo
     return int(np.max(num_tokens(T, ls, os_, extra_row)))
 
 
+@functools.lru_cache(maxsize=None)
+def token_buckets(T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: bool = True,
+                  num_buckets: int = 1) -> tuple[int, ...]:
+    """Static token budgets N₁ < … < N_K = `token_budget(T, M, extra_row)` for a switch over packed lengths: a step
+    runs at the smallest budget that holds its draw's `num_tokens` (`bucket_index`). Chosen to minimise the
+    expected budget under the segmentation's draw (ℓ uniform over the unique lengths, then o uniform over
+    0 … ℓ − 1, or 0 when T // ℓ = 1), by dynamic programming over the distinct token counts (exact). K = 1
+    gives `(token_budget,)`; fewer than `num_buckets` when there are fewer distinct counts."""
+    if not isinstance(num_buckets, (int, np.integer)) or num_buckets < 1:
+        raise ValueError(f"num_buckets must be an int >= 1, got {num_buckets!r}")
+    ls, os_ = _all_choices(int(T), int(max_num_segments))
+    count = num_tokens(T, ls, os_, extra_row)
+    per_length = {int(length): (1 if T // length == 1 else int(length)) for length in ls}
+    prob = np.array([1.0 / len(per_length) / per_length[int(length)] for length in ls])
+    values = np.unique(count)  # sorted distinct token counts; a budget is always one of them
+    mass = np.array([prob[count == v].sum() for v in values])
+    cum = np.concatenate([[0.0], np.cumsum(mass)])
+    m, k_max = len(values), min(int(num_buckets), len(values))
+    # cost[k][i]: least expected budget covering values[:i + 1] with k budgets, the largest values[i]
+    cost = np.full((k_max + 1, m), np.inf)
+    back = np.zeros((k_max + 1, m), np.int64)
+    cost[1] = values * cum[1:]
+    for k in range(2, k_max + 1):
+        for i in range(m):
+            for j in range(i):
+                c = cost[k - 1][j] + values[i] * (cum[i + 1] - cum[j + 1])
+                if c < cost[k][i]:
+                    cost[k][i], back[k][i] = c, j
+    budgets, i = [], m - 1
+    for k in range(k_max, 0, -1):
+        budgets.append(int(values[i]))
+        i = back[k][i]
+    return tuple(sorted(budgets))
+
+
+def bucket_index(seg: "Segmentation", budgets: tuple[int, ...]) -> jax.Array:
+    """[] int32, index of the smallest of the sorted static `budgets` that holds the segmentation's tokens
+    (`num_tokens` of its traced ℓ and o)."""
+    rows = seg.num_rows
+    need = rows + jnp.minimum(rows * seg.length, seg.T - seg.offset)
+    return jnp.searchsorted(jnp.asarray(budgets, jnp.int32), need.astype(jnp.int32)).astype(jnp.int32)
+
+
 def index_in_segments(T: int, length: int, offset: int, extra_row: bool) -> np.ndarray:
     """Per-row index map in upstream's layout (numpy, concrete ℓ and o): `[num_rows, ℓ + 1]` int64.
 
@@ -288,8 +331,10 @@ def packed_layout(seg: Segmentation, T: int | None = None, budget: int | None = 
     Args:
         seg: the segmentation.
         T: trajectory length (optional; must equal `seg.T`).
-        budget: static N (default `token_budget(seg.T, seg.max_num_segments, seg.extra_row)`); must be at
-            least that, so that every possible segmentation fits.
+        budget: static N (default `token_budget(seg.T, seg.max_num_segments, seg.extra_row)`, which every
+            possible segmentation fits). A smaller budget must hold this segmentation's `num_tokens`: checked
+            when ℓ and o are concrete, trusted when traced (a bucket of `token_buckets` chosen by
+            `bucket_index`); tokens past it are padding for such a draw, so the values do not change.
 
     Returns:
         `PackedLayout` with [N] arrays; token t belongs to row t // (ℓ + 1) at position t mod (ℓ + 1). Tokens
@@ -298,11 +343,11 @@ def packed_layout(seg: Segmentation, T: int | None = None, budget: int | None = 
     if T is not None and T != seg.T:
         raise ValueError(f"T={T} does not match the segmentation's T={seg.T}")
     T = seg.T
-    need = token_budget(T, seg.max_num_segments, seg.extra_row)
-    N = need if budget is None else int(budget)
-    if N < need:
-        raise ValueError(f"token budget {N} < {need} = token_budget(T={T}, max_num_segments="
-                         f"{seg.max_num_segments}, extra_row={seg.extra_row})")
+    N = token_budget(T, seg.max_num_segments, seg.extra_row) if budget is None else int(budget)
+    length, offset = _concrete_int(seg.length), _concrete_int(seg.offset)
+    if length is not None and offset is not None and N < (need := num_tokens(T, length, offset, seg.extra_row)):
+        raise ValueError(f"token budget {N} < {need} tokens of the segmentation (T={T}, ℓ={length}, o={offset}, "
+                         f"extra_row={seg.extra_row})")
     R = seg.row_start.shape[0]
     t = jnp.arange(N, dtype=jnp.int32)
     stride = seg.length + 1

@@ -53,10 +53,16 @@ class Args(flags.Flags):
     task: Literal["reach", "box-dense", "box-dense-cpu", "box-sparse", "hopper-jump", "hopper-jump-cpu",
                   "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
+    token_buckets: int = 1
+    """static token budgets of the learner's passes: each update runs at the smallest that holds its segmentation
+    (the same values, fewer padding tokens, one compiled branch each: faster steps, longer compile; docs/critic.md)"""
 
 
 # `reach` is tuned here to learn on a 2-core CPU in minutes; the others are the upstream configs (`flags.PRESETS`).
 PRESETS: dict[str, Args] = {name: Args(**values) for name, values in flags.PRESETS.items()}
+# 3 token budgets: its 2,000 iterations of learner updates gain more (2.3 → 1.8 h) than the ~2 min of extra compile
+# cost (docs/critic.md, "Token buckets"); same values as one budget up to float rounding.
+PRESETS["hopper-jump-cpu"] = dataclasses.replace(PRESETS["hopper-jump-cpu"], token_buckets=3)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -90,6 +96,7 @@ class Learner:
     segment_length: int | None = None  # None: random ℓ per update (spec §3); an int: the fixed-ℓ ablation
     use_projection: bool = True  # False: raw policy, no trust-region loss, no entropy control (ablation)
     enforce_initial_condition: bool = True  # V-target â from the buffered desired pos/vel at the row start
+    token_buckets: int = 1  # static token budgets per pass (`token_switch`); 1: one budget that fits every draw
 
 
 def critic_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransformation:
@@ -106,6 +113,8 @@ def policy_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransf
 def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = None) -> Learner:
     """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`; the
     micro-batching suits the target `platform` ('cpu', 'cuda', …; default: the backend at hand)."""
+    if args.token_buckets < 1:
+        raise cli.UsageError(f"--token-buckets: must be ≥ 1, got {args.token_buckets}")
     mp = flags.prodmp_config(args, task)
     T, dt = flags.learner_grid(args, task)
     policy_steps = max(1, (args.iterations - args.policy_update_from + 1) * args.epochs_policy)
@@ -119,7 +128,7 @@ def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = Non
         critic_tau=args.critic_tau, old_policy_rate=args.old_policy_rate,
         micro_batch=flags.micro_batch(args, platform),
         segment_length=args.segment_length, use_projection=args.projection,
-        enforce_initial_condition=args.initial_condition_enforcement)
+        enforce_initial_condition=args.initial_condition_enforcement, token_buckets=args.token_buckets)
 
 
 @struct.dataclass
@@ -224,6 +233,18 @@ def row_noise(key: jax.Array, batch: int, num_rows: int, k: int) -> jax.Array:
 def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_lib.Segmentation:
     """Random length and offset (spec §3), or the fixed `segment_length` with a random offset."""
     return seg_lib.draw_segmentation(key, learner.T, learner.max_num_segments, extra_row, learner.segment_length)
+
+
+def token_switch(learner: Learner, seg: seg_lib.Segmentation, at_budget, *operands):
+    """`at_budget(N)(*operands)` at the smallest of the learner's static token budgets N that holds the drawn
+    segmentation (`seg_lib.token_buckets`, `--token-buckets`): the values of the full budget (the tokens past N
+    are padding for this draw), the work of N tokens. One compiled branch per budget; under `vmap` over seeds
+    the seeds share the largest of their budgets (`chunks.switch(monotone=True)`)."""
+    budgets = seg_lib.token_buckets(learner.T, learner.max_num_segments, seg.extra_row, learner.token_buckets)
+    if len(budgets) == 1:
+        return at_budget(budgets[0])(*operands)
+    branches = [at_budget(n) for n in budgets]
+    return chunks.switch(branches, monotone=True)(seg_lib.bucket_index(seg, budgets), *operands)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -371,17 +392,24 @@ def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.Traject
     k_batch, k_seg, k_noise, k_drop = jax.random.split(key, 4)
     episodes = buffer_lib.sample(buffer, k_batch, learner.batch_size)
     seg = draw_segmentation(learner, k_seg, extra_row=True)
-    layout = seg_lib.packed_layout(seg)
     _, _, mean_p, L_p, _ = projected_policy(learner, policy_params, old_policy_params, decision_states(episodes),
                                             step, h0)
-    targets, _ = critic_targets(learner, state.target_params, episodes, seg, layout, mean_p, L_p, k_noise)
-    per_critic, grads = critic_loss_and_grad(learner, state.params, episodes, layout, targets, k_drop)
+
+    def at_budget(budget):
+        def loss_and_grad(params, target_params, episodes, seg, mean_p, L_p, k_noise, k_drop):
+            layout = seg_lib.packed_layout(seg, budget=budget)
+            targets, _ = critic_targets(learner, target_params, episodes, seg, layout, mean_p, L_p, k_noise)
+            per_critic, grads = critic_loss_and_grad(learner, params, episodes, layout, targets, k_drop)
+            target_mean = jnp.sum(jnp.where(layout.valid, targets, 0.0)) / (targets.shape[0] * jnp.sum(layout.valid))
+            return per_critic, grads, target_mean
+        return loss_and_grad
+
+    per_critic, grads, target_mean = token_switch(learner, seg, at_budget, state.params, state.target_params,
+                                                  episodes, seg, mean_p, L_p, k_noise, k_drop)
     updates, opt_state = learner.critic_optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     target_params = optax.incremental_update(params, state.target_params, learner.critic_tau)
-    metrics = {"critic_loss": jnp.mean(per_critic), "segment_length": seg.length,
-               "target_mean": jnp.sum(jnp.where(layout.valid, targets, 0.0)) / (targets.shape[0]
-                                                                                 * jnp.sum(layout.valid))}
+    metrics = {"critic_loss": jnp.mean(per_critic), "segment_length": seg.length, "target_mean": target_mean}
     return CriticState(params=params, target_params=target_params, opt_state=opt_state), metrics
 
 
@@ -398,7 +426,6 @@ def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, ep
     q_loss gradient with respect to (μ̃, L̃) is accumulated over chunks of `micro_batch` trajectories and
     pulled back through it."""
     B = episodes.rewards.shape[0]
-    layout = seg_lib.packed_layout(seg)
 
     def project(p):
         mean, L, mean_p, L_p, info = projected_policy(learner, p, old_params, decision_states(episodes), step, h0)
@@ -408,16 +435,23 @@ def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, ep
     xi = row_noise(key, B, seg.row_start.shape[0], mean_p.shape[-1])
     contextual = L_p.ndim == 3
 
-    def f(L_shared, rows, data):
-        m, L_rows = rows
-        ep, xi_c = data
-        L_c = L_rows if contextual else L_shared
-        return q_loss(learner, critic_params, ep, seg, layout, m, L_c, xi_c, B * seg.num_rows), ()
+    def at_budget(budget):
+        def q_loss_and_grad(critic_params, seg, shared, rows, data):
+            layout = seg_lib.packed_layout(seg, budget=budget)
+
+            def f(L_shared, rows, data):
+                m, L_rows = rows
+                ep, xi_c = data
+                L_c = L_rows if contextual else L_shared
+                return q_loss(learner, critic_params, ep, seg, layout, m, L_c, xi_c, B * seg.num_rows), ()
+
+            return chunks.chunked_value_and_grad(f, shared, rows, data, chunks.num_chunks(learner.micro_batch, B))
+        return q_loss_and_grad
 
     shared = () if contextual else L_p
     rows = (mean_p, L_p if contextual else None)
-    (ql, _), (d_shared, (d_mean, d_L_rows)) = chunks.chunked_value_and_grad(
-        f, shared, rows, (episodes, xi), chunks.num_chunks(learner.micro_batch, B))
+    (ql, _), (d_shared, (d_mean, d_L_rows)) = token_switch(learner, seg, at_budget, critic_params, seg, shared, rows,
+                                                           (episodes, xi))
     (grads,) = pullback((d_mean, d_L_rows if contextual else d_shared, jnp.ones_like(tr)))
     return grads, policy_metrics(ql, tr, L_p, info)
 
