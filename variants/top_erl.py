@@ -238,8 +238,9 @@ def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_
 def token_switch(learner: Learner, seg: seg_lib.Segmentation, at_budget, *operands):
     """`at_budget(N)(*operands)` at the smallest of the learner's static token budgets N that holds the drawn
     segmentation (`seg_lib.token_buckets`, `--token-buckets`): the values of the full budget (the tokens past N
-    are padding for this draw), the work of N tokens. One compiled branch per budget; under `vmap` over seeds
-    the seeds share the largest of their budgets (`chunks.switch(monotone=True)`)."""
+    are padding for this draw; with critic dropout, its mask is drawn at N), the work of N tokens. One compiled
+    branch per budget; under `vmap` over seeds the seeds share the largest of their budgets
+    (`chunks.switch(monotone=True)`)."""
     budgets = seg_lib.token_buckets(learner.T, learner.max_num_segments, seg.extra_row, learner.token_buckets)
     if len(budgets) == 1:
         return at_budget(budgets[0])(*operands)
