@@ -89,11 +89,12 @@ def num_rows(T, length, offset, extra_row: bool):
 
 
 def num_tokens(T, length, offset, extra_row: bool):
-    """Packed tokens up to the last valid one for segment length ℓ and offset o (numpy integers, broadcasting):
-    a state token per row and the row actions of index < T, num_rows + min(num_rows·ℓ, T − o). Without the
-    extra row every action is valid: num_rows·(ℓ + 1)."""
+    """Packed tokens up to the last valid one for segment length ℓ and offset o (numpy or jax integers,
+    broadcasting): a state token per row and the row actions of index < T, num_rows + min(num_rows·ℓ, T − o).
+    Without the extra row every action is valid: num_rows·(ℓ + 1)."""
     rows = num_rows(T, length, offset, extra_row)
-    return rows + np.minimum(rows * length, T - offset)
+    minimum = jnp.minimum if isinstance(rows, jax.Array) else np.minimum
+    return rows + minimum(rows * length, T - offset)
 
 
 def _all_choices(T: int, max_num_segments: int):
@@ -159,8 +160,7 @@ def token_buckets(T: int, max_num_segments: int = MAX_NUM_SEGMENTS, extra_row: b
 def bucket_index(seg: "Segmentation", budgets: tuple[int, ...]) -> jax.Array:
     """[] int32, index of the smallest of the sorted static `budgets` that holds the segmentation's tokens
     (`num_tokens` of its traced ℓ and o)."""
-    rows = seg.num_rows
-    need = rows + jnp.minimum(rows * seg.length, seg.T - seg.offset)
+    need = num_tokens(seg.T, seg.length, seg.offset, seg.extra_row)
     return jnp.searchsorted(jnp.asarray(budgets, jnp.int32), need.astype(jnp.int32)).astype(jnp.int32)
 
 
