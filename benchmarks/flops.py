@@ -6,9 +6,9 @@ GELU, the policy network, ProDMP decoding and the projection (elementwise or sma
 critic costs twice its forward pass when the weights get gradients (critic step) and once when only the inputs
 do (policy step: the critic is frozen), so a critic gradient step is 3 forward passes and a policy step 2.
 
-`ours` counts the work this project's packed layout does (every trajectory holds the token budget N; attention
-inside each row of width w = ℓ + 1 over N // w rows, padding rows included, and inside the last N mod w tokens
-as one shorter block); `original` counts the original's per-row batches (R rows of ℓ + 1 tokens). Both compute
+`ours` counts the work this project's packed layout does (every trajectory holds the token budget N, the
+smallest of the `--token-buckets` static budgets that holds the draw; attention inside each row of width
+w = ℓ + 1 over N // w rows, padding rows included, and inside the last N mod w tokens as one shorter block); `original` counts the original's per-row batches (R rows of ℓ + 1 tokens). Both compute
 a V̄ pass over all T states as one-token sequences (no attention) for the targets.
 
 Run: `python benchmarks/flops.py` prints the expected GFLOP per step at the box and hopper shapes (ℓ uniform over
@@ -29,12 +29,15 @@ def forward_flops(E: int, n_layer: int, state_dim: int, action_dim: int, state_t
 
 
 def step_flops(step: str, *, B: int, T: int, length: int, offset: int, E: int, n_layer: int, state_dim: int,
-               action_dim: int, max_num_segments: int = seg_lib.MAX_NUM_SEGMENTS) -> dict[str, float]:
-    """{"ours": …, "original": …} FLOPs of `step` ∈ critic_update, critic_grad, targets, policy at (ℓ, o)."""
+               action_dim: int, max_num_segments: int = seg_lib.MAX_NUM_SEGMENTS,
+               token_buckets: int = 1) -> dict[str, float]:
+    """{"ours": …, "original": …} FLOPs of `step` ∈ critic_update, critic_grad, targets, policy at (ℓ, o); ours at
+    the smallest of its `token_buckets` static budgets that holds (ℓ, o) (`--token-buckets` of the variant)."""
     extra_row = step != "policy"
     w = length + 1
     R = int(seg_lib.num_rows(T, length, offset, extra_row))
-    N = seg_lib.token_budget(T, max_num_segments, extra_row)
+    budgets = seg_lib.token_buckets(T, max_num_segments, extra_row, token_buckets)
+    N = min(n for n in budgets if n >= seg_lib.num_tokens(T, length, offset, extra_row))
     fwd = lambda states, actions, pairs: forward_flops(E, n_layer, state_dim, action_dim, B * states,  # noqa: E731
                                                        B * actions, B * pairs)
     rows = {"ours": fwd(R, N - R, (N // w) * w * w + (N % w) ** 2), "original": fwd(R, R * length, R * w * w)}
@@ -48,7 +51,7 @@ SHAPES = {"box": dict(B=512, T=100, state_dim=29, action_dim=14),  # docs/critic
           "hopper": dict(B=256, T=250, state_dim=17, action_dim=6)}
 
 
-def expected_gflop(step: str, task: str, E: int = 128, n_layer: int = 2) -> dict[str, float]:
+def expected_gflop(step: str, task: str, E: int = 128, n_layer: int = 2, token_buckets: int = 1) -> dict[str, float]:
     """{"ours": …, "original": …} mean GFLOP of `step` over the learner's draws of (ℓ, o) at a task's shapes."""
     T = SHAPES[task]["T"]
     lengths = seg_lib.segment_lengths(T)
@@ -56,15 +59,18 @@ def expected_gflop(step: str, task: str, E: int = 128, n_layer: int = 2) -> dict
     for length in lengths:
         offsets = range(length) if T // length > 1 else [0]
         for offset in offsets:
-            f = step_flops(step, length=int(length), offset=offset, E=E, n_layer=n_layer, **SHAPES[task])
+            f = step_flops(step, length=int(length), offset=offset, E=E, n_layer=n_layer, token_buckets=token_buckets,
+                           **SHAPES[task])
             for side in total:
                 total[side] += f[side] / (len(lengths) * len(offsets) * 1e9)
     return total
 
 
 if __name__ == "__main__":
-    print("| task | step | original GFLOP | ours GFLOP | ours / original |\n|---|---|---:|---:|---:|")
+    print("| task | step | original GFLOP | ours GFLOP, 1 token budget | ours / original | ours GFLOP, 3 token "
+          "budgets | ours / original |\n|---|---|---:|---:|---:|---:|---:|")
     for task in SHAPES:
         for step in ("critic_update", "critic_grad", "targets", "policy"):
-            g = expected_gflop(step, task)
-            print(f"| {task} | {step} | {g['original']:.1f} | {g['ours']:.1f} | {g['ours'] / g['original']:.2f} |")
+            g, g3 = expected_gflop(step, task), expected_gflop(step, task, token_buckets=3)
+            print(f"| {task} | {step} | {g['original']:.1f} | {g['ours']:.1f} | {g['ours'] / g['original']:.2f} | "
+                  f"{g3['ours']:.1f} | {g3['ours'] / g3['original']:.2f} |")

@@ -104,6 +104,9 @@ class Args:
     """KL_cov(policy ‖ old policy) / cov_bound of the covariance factors given to both sides (> 1: projected)"""
     iteration: int = 1
     """iteration number given to the entropy schedule on both sides"""
+    token_buckets: int = 1
+    """ours: static token budgets per pass (`--token-buckets` of variants/top_erl.py; the critic's targets + loss +
+    gradient and the policy's Q-loss gradient run at the smallest that holds the drawn (ℓ, o))"""
     seed: int = 0
     json: str | None = None
     """optional path for every call's result"""
@@ -123,6 +126,8 @@ def check_args(args: Args) -> None:
                          f"{args.upstream_python!r})")
     if args.repeats < 1:
         raise UsageError(f"--repeats: must be >= 1, got {args.repeats}")
+    if args.token_buckets < 1:
+        raise UsageError(f"--token-buckets: must be >= 1, got {args.token_buckets}")
     if args.cov_kl_ratio <= 0:
         raise UsageError(f"--cov-kl-ratio: must be > 0, got {args.cov_kl_ratio}")
     for task in args.tasks:
@@ -236,45 +241,63 @@ class Worker:
 # Our side
 
 
-def our_learner(task_name: str):
-    args = U.PRESETS[PRESET[task_name]]
+def our_learner(task_name: str, token_buckets: int):
+    args = dataclasses.replace(U.PRESETS[PRESET[task_name]], token_buckets=token_buckets)
     task = envs.make(args.env, **({"random_init": args.random_init} if args.env.startswith("box") else {}))
     flags.check_args(args, task)
     return U.make_learner(args, task, "cpu"), task
 
 
 def our_steps(learner: U.Learner) -> dict:
-    """The jitted steps, every input an argument (ℓ and o traced: one compile per step)."""
+    """The jitted steps, every input an argument (ℓ and o traced: one compile per step). The critic's passes run
+    as `critic_step` runs them: inside `token_switch`, at the smallest token budget that holds (ℓ, o)."""
     T, M = learner.T, learner.max_num_segments
 
     def segmentation(length, offset, extra_row):
-        seg = seg_lib.make_segmentation(length, offset, T, M, extra_row)
-        return seg, seg_lib.packed_layout(seg)
+        return seg_lib.make_segmentation(length, offset, T, M, extra_row)
 
-    def targets(c, p, ep, length, offset, step, h0, key):
-        seg, layout = segmentation(length, offset, True)
+    def at_budget(passes):  # passes(layout, seg, *operands), run in `token_switch`'s branch of each budget
+        return lambda budget: lambda seg, *ops: passes(seg_lib.packed_layout(seg, budget=budget), seg, *ops)
+
+    def projected_mean_and_cov(p, ep, step, h0):
         _, _, mean_p, L_p, _ = U.projected_policy(learner, p.params, p.old_params, U.decision_states(ep), step, h0)
-        return U.critic_targets(learner, c.target_params, ep, seg, layout, mean_p, L_p, key)[0]
+        return mean_p, L_p
 
-    def apply_critic(c, ep, layout, tgt, key):
-        per_critic, grads = U.critic_loss_and_grad(learner, c.params, ep, layout, tgt, key)
+    def targets_pass(layout, seg, target_params, ep, mean_p, L_p, key):
+        return U.critic_targets(learner, target_params, ep, seg, layout, mean_p, L_p, key)[0]
+
+    def grad_pass(layout, seg, params, ep, tgt, key):
+        return U.critic_loss_and_grad(learner, params, ep, layout, tgt[:, :layout.valid.shape[0]], key)
+
+    def update_pass(layout, seg, params, target_params, ep, mean_p, L_p, k_noise, k_drop):
+        tgt = targets_pass(layout, seg, target_params, ep, mean_p, L_p, k_noise)
+        return grad_pass(layout, seg, params, ep, tgt, k_drop)
+
+    def apply_grads(c, per_critic, grads):
         updates, opt_state = learner.critic_optimizer.update(grads, c.opt_state, c.params)
         params = optax.apply_updates(c.params, updates)
         target_params = optax.incremental_update(params, c.target_params, learner.critic_tau)
         return U.CriticState(params=params, target_params=target_params, opt_state=opt_state), per_critic
 
+    def targets(c, p, ep, length, offset, step, h0, key):
+        seg = segmentation(length, offset, True)
+        mean_p, L_p = projected_mean_and_cov(p, ep, step, h0)
+        return U.token_switch(learner, seg, at_budget(targets_pass), seg, c.target_params, ep, mean_p, L_p, key)
+
     def critic_update(c, p, ep, length, offset, step, h0, key):
         k_noise, k_drop = jax.random.split(key)
-        tgt = targets(c, p, ep, length, offset, step, h0, k_noise)
-        _, layout = segmentation(length, offset, True)
-        return apply_critic(c, ep, layout, tgt, k_drop)
+        seg = segmentation(length, offset, True)
+        mean_p, L_p = projected_mean_and_cov(p, ep, step, h0)
+        per_critic, grads = U.token_switch(learner, seg, at_budget(update_pass), seg, c.params, c.target_params, ep,
+                                           mean_p, L_p, k_noise, k_drop)
+        return apply_grads(c, per_critic, grads)
 
     def critic_grad(c, ep, length, offset, tgt, key):
-        _, layout = segmentation(length, offset, True)
-        return apply_critic(c, ep, layout, tgt, key)
+        seg = segmentation(length, offset, True)
+        return apply_grads(c, *U.token_switch(learner, seg, at_budget(grad_pass), seg, c.params, ep, tgt, key))
 
     def policy(p, c, ep, length, offset, step, h0, key):
-        seg, _ = segmentation(length, offset, False)
+        seg = segmentation(length, offset, False)
         grads, metrics = U.policy_loss_and_grad(learner, p.params, p.old_params, c.params, ep, seg, step, h0, key)
         updates, opt_state = learner.policy_optimizer.update(grads, p.opt_state, p.params)
         return p.replace(params=optax.apply_updates(p.params, updates), opt_state=opt_state), metrics
@@ -304,7 +327,7 @@ def summary(times) -> dict:
 
 def bench_task(name: str, args: Args) -> dict:
     rng = np.random.default_rng(args.seed)
-    learner, task = our_learner(name)
+    learner, task = our_learner(name, args.token_buckets)
     T, S, dof, k, B = learner.T, task.obs_size, task.num_dof, learner.mp.num_params, learner.batch_size
     assert T == EPISODE_LENGTH[name], (T, EPISODE_LENGTH[name])
     batch = random_batch(rng, B, T, S, dof, k)
@@ -363,8 +386,9 @@ def bench_task(name: str, args: Args) -> dict:
             raise RuntimeError(f"{name}: the original's config and our preset differ (original, ours): {mismatch}")
         print(f"\n## {name}: batch {B} × T {T}, state {S}, {dof} dof (k = {k}), critic E {learner.critic.n_embd} × "
               f"{learner.critic.n_layer} layers × {learner.critic.n_head} heads; ours: preset {PRESET[name]}, "
-              f"micro-batch {learner.micro_batch or B}, token budget {N} (critic) / "
-              f"{seg_lib.token_budget(T, learner.max_num_segments, extra_row=False)} (policy); original: "
+              f"micro-batch {learner.micro_batch or B}, token budgets "
+              f"{seg_lib.token_buckets(T, learner.max_num_segments, True, args.token_buckets)} (critic) / "
+              f"{seg_lib.token_buckets(T, learner.max_num_segments, False, args.token_buckets)} (policy); original: "
               f"{info['sampler_env']}, torch {info['torch']} ({info['threads']} threads), setup {setup_s:.1f} s; "
               f"KL_cov(new ‖ old) = {kl0:.3g} = {kl0 / bound:.1f} × bound {bound:g} (the original sees "
               f"{info['kl_cov']:.3g}, bound {info['cov_bound']:g}); "
@@ -385,7 +409,7 @@ def bench_task(name: str, args: Args) -> dict:
                 rows = up["rows"]
                 flop = step_flops(step_name, B=B, T=T, length=length, offset=offset, E=learner.critic.n_embd,
                                   n_layer=learner.critic.n_layer, state_dim=S, action_dim=2 * dof,
-                                  max_num_segments=learner.max_num_segments)
+                                  max_num_segments=learner.max_num_segments, token_buckets=args.token_buckets)
                 calls.append({"length": length, "offset": offset, "original_s": up["seconds"], "ours_s": ours_s,
                               "original_rows": rows, "original_tokens_per_traj": rows * (length + 1),
                               "original_flop": flop["original"], "ours_flop": flop["ours"]})
@@ -405,7 +429,8 @@ def bench_task(name: str, args: Args) -> dict:
         worker.close(keep_log=not ok)
     load_after = os.getloadavg()
     return {"task": name, "preset": PRESET[name], "shapes": ours_info, "dt": learner.dt,
-            "micro_batch": learner.micro_batch, "token_budget_critic": N, "original_info": info,
+            "micro_batch": learner.micro_batch, "token_budget_critic": N, "token_buckets": args.token_buckets,
+            "original_info": info,
             "kl_cov": kl0, "lengths": lengths, "units": units, "load_before": load_before,
             "load_after": load_after, "steps": results}
 

@@ -591,3 +591,33 @@ def test_token_buckets_match_the_one_budget_updates():
 @pytest.mark.slow
 def test_token_buckets_match_the_one_budget_updates_vmapped_over_seeds():
     _token_bucket_steps(vmapped=True)
+
+
+def test_side_by_side_benchmark_runs_the_critic_at_the_token_buckets():
+    """benchmarks/learner_vs_upstream.py times our critic's passes the way `critic_step` runs them, inside
+    `token_switch`: with 3 budgets its critic update and grad step on fixed (full-budget) targets give the
+    one-budget values at a short and at the full draw."""
+    from benchmarks import learner_vs_upstream as lv
+
+    T, M, n = 20, 2, 4
+    one = make_learner(T, 0.05, max_num_segments=M, batch_size=n, relative_goal=True, goal_scale=0.5, discount=0.9)
+    one = dataclasses.replace(one, critic_optimizer=optax.sgd(1.0))  # Δθ = −grad (Adam would blow up rounding)
+    three = dataclasses.replace(one, token_buckets=3)
+    ep = make_episodes(np.random.default_rng(5), one, batch=n)
+    key = jax.random.key(1)
+    cs = U.init_critic_state(one, jax.random.fold_in(key, 1))
+    ps = U.init_policy_state(one, jax.random.fold_in(key, 2))
+    ps = ps.replace(params=perturbed(ps.params, jax.random.fold_in(key, 3), 0.05))
+    tgt = jnp.asarray(np.random.default_rng(6).normal(size=(n, seg_lib.token_budget(T, M))), jnp.float32)
+    i32 = jnp.int32
+    draws = [(10, 9), (10, 0)]  # 13 and 22 critic tokens: in the smallest budget and the full one
+    assert [int(seg_lib.num_tokens(T, length, o, True)) for length, o in draws] == [13, 22]
+    assert 13 <= seg_lib.token_buckets(T, M, True, 3)[0] < 22
+    fa, fb = lv.our_steps(one), lv.our_steps(three)
+    for length, offset in draws:
+        for name, args in (("critic_update", (cs, ps, ep, i32(length), i32(offset), i32(2), 5.0, key)),
+                           ("critic_grad", (cs, ep, i32(length), i32(offset), tgt, key))):
+            a, b = fa[name](*args), fb[name](*args)
+            for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+                np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(x))) + 1e-7,
+                                           err_msg=f"{name} ({length}, {offset}) {jax.tree_util.keystr(path)}")
