@@ -266,6 +266,10 @@ def our_steps(learner: U.Learner) -> dict:
     def targets_pass(layout, seg, target_params, ep, mean_p, L_p, key):
         return U.critic_targets(learner, target_params, ep, seg, layout, mean_p, L_p, key)[0]
 
+    def padded_targets_pass(layout, seg, *ops):  # every branch returns the full budget's shape
+        tgt = targets_pass(layout, seg, *ops)
+        return jnp.pad(tgt, ((0, 0), (0, seg_lib.token_budget(T, M, True) - tgt.shape[1])))
+
     def grad_pass(layout, seg, params, ep, tgt, key):
         return U.critic_loss_and_grad(learner, params, ep, layout, tgt[:, :layout.valid.shape[0]], key)
 
@@ -282,7 +286,8 @@ def our_steps(learner: U.Learner) -> dict:
     def targets(c, p, ep, length, offset, step, h0, key):
         seg = segmentation(length, offset, True)
         mean_p, L_p = projected_mean_and_cov(p, ep, step, h0)
-        return U.token_switch(learner, seg, at_budget(targets_pass), seg, c.target_params, ep, mean_p, L_p, key)
+        return U.token_switch(learner, seg, at_budget(padded_targets_pass), seg, c.target_params, ep, mean_p, L_p,
+                              key)
 
     def critic_update(c, p, ep, length, offset, step, h0, key):
         k_noise, k_drop = jax.random.split(key)

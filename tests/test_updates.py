@@ -595,8 +595,8 @@ def test_token_buckets_match_the_one_budget_updates_vmapped_over_seeds():
 
 def test_side_by_side_benchmark_runs_the_critic_at_the_token_buckets():
     """benchmarks/learner_vs_upstream.py times our critic's passes the way `critic_step` runs them, inside
-    `token_switch`: with 3 budgets its critic update and grad step on fixed (full-budget) targets give the
-    one-budget values at a short and at the full draw."""
+    `token_switch`: with 3 budgets its critic update, grad step on fixed (full-budget) targets and targets alone
+    (padded to the full budget) give the one-budget values at a short and at the full draw."""
     from benchmarks import learner_vs_upstream as lv
 
     T, M, n = 20, 2, 4
@@ -616,7 +616,8 @@ def test_side_by_side_benchmark_runs_the_critic_at_the_token_buckets():
     fa, fb = lv.our_steps(one), lv.our_steps(three)
     for length, offset in draws:
         for name, args in (("critic_update", (cs, ps, ep, i32(length), i32(offset), i32(2), 5.0, key)),
-                           ("critic_grad", (cs, ep, i32(length), i32(offset), tgt, key))):
+                           ("critic_grad", (cs, ep, i32(length), i32(offset), tgt, key)),
+                           ("targets", (cs, ps, ep, i32(length), i32(offset), i32(2), 5.0, key))):
             a, b = fa[name](*args), fb[name](*args)
             for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
                 np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(x))) + 1e-7,
