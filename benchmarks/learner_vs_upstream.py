@@ -2,7 +2,8 @@
 
     python benchmarks/learner_vs_upstream.py --upstream /path/to/TOP_ERL_ICLR25_Code \
         [--upstream-python /path/to/upstream-venv/bin/python] [--tasks box hopper] \
-        [--steps critic_update critic_grad targets policy] [--repeats 1] [--lengths 10 50] [--json out.json]
+        [--steps critic_update critic_grad targets policy] [--repeats 1] [--lengths 10 50] [--token-buckets 1]
+        [--json out.json]
 
 `--upstream` takes the path of a local checkout of BruceGeLi/TOP_ERL_ICLR25_Code (required: the original's
 side cannot run without it). `--upstream-python` is a python whose environment runs that code (torch, mp_pytorch,
