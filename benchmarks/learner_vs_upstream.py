@@ -251,13 +251,13 @@ def our_learner(task_name: str, token_buckets: int):
 
 def our_steps(learner: U.Learner) -> dict:
     """The jitted steps, every input an argument (ℓ and o traced: one compile per step). The critic's passes run
-    as `critic_step` runs them: inside `token_switch`, at the smallest token budget that holds (ℓ, o)."""
+    as `critic_step` runs them: inside `segments.token_switch`, at the smallest token budget that holds (ℓ, o)."""
     T, M = learner.T, learner.max_num_segments
 
     def segmentation(length, offset, extra_row):
         return seg_lib.make_segmentation(length, offset, T, M, extra_row)
 
-    def at_budget(passes):  # passes(layout, seg, *operands), run in `token_switch`'s branch of each budget
+    def at_budget(passes):  # passes(layout, seg, *operands), run in `segments.token_switch`'s branch of each budget
         return lambda budget: lambda seg, *ops: passes(seg_lib.packed_layout(seg, budget=budget), seg, *ops)
 
     def projected_mean_and_cov(p, ep, step, h0):
@@ -287,20 +287,21 @@ def our_steps(learner: U.Learner) -> dict:
     def targets(c, p, ep, length, offset, step, h0, key):
         seg = segmentation(length, offset, True)
         mean_p, L_p = projected_mean_and_cov(p, ep, step, h0)
-        return U.token_switch(learner, seg, at_budget(padded_targets_pass), seg, c.target_params, ep, mean_p, L_p,
-                              key)
+        return seg_lib.token_switch(seg, learner.token_buckets, at_budget(padded_targets_pass), seg, c.target_params,
+                                    ep, mean_p, L_p, key)
 
     def critic_update(c, p, ep, length, offset, step, h0, key):
         k_noise, k_drop = jax.random.split(key)
         seg = segmentation(length, offset, True)
         mean_p, L_p = projected_mean_and_cov(p, ep, step, h0)
-        per_critic, grads = U.token_switch(learner, seg, at_budget(update_pass), seg, c.params, c.target_params, ep,
-                                           mean_p, L_p, k_noise, k_drop)
+        per_critic, grads = seg_lib.token_switch(seg, learner.token_buckets, at_budget(update_pass), seg, c.params,
+                                                 c.target_params, ep, mean_p, L_p, k_noise, k_drop)
         return apply_grads(c, per_critic, grads)
 
     def critic_grad(c, ep, length, offset, tgt, key):
         seg = segmentation(length, offset, True)
-        return apply_grads(c, *U.token_switch(learner, seg, at_budget(grad_pass), seg, c.params, ep, tgt, key))
+        return apply_grads(c, *seg_lib.token_switch(seg, learner.token_buckets, at_budget(grad_pass), seg, c.params,
+                                                    ep, tgt, key))
 
     def policy(p, c, ep, length, offset, step, h0, key):
         seg = segmentation(length, offset, False)

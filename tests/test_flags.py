@@ -16,9 +16,7 @@ from variants import top_erl_replan as tr
 
 def test_both_variants_declare_the_family_flags_once():
     family = [f.name for f in dataclasses.fields(flags.Flags)]
-    # TOP-ERL narrows --task and adds --token-buckets (its random segmentation's token count varies; the replanning
-    # variant's splits do not draw one)
-    assert [f.name for f in dataclasses.fields(te.Args)] == family + ["token_buckets"]
+    assert [f.name for f in dataclasses.fields(te.Args)] == family  # TOP-ERL only narrows --task
     replan = [f.name for f in dataclasses.fields(tr.Args)]
     assert replan[:len(family)] == family and "n_splits" in replan[len(family):]
     # every preset of either variant is built from the same numbers
@@ -124,11 +122,13 @@ def test_solver_iterations_replace_the_mjcf_budget():
 
 
 def test_token_buckets_flag():
-    """--token-buckets K reaches the learner (default 1; the hopper-jump-cpu preset 3); below 1 is a one-line error."""
-    args = te.parse_args(["--token-buckets", "2"])
-    task = envs.make(args.env)
-    assert te.make_learner(args, task).token_buckets == 2
-    assert te.make_learner(te.parse_args([]), task).token_buckets == 1
+    """--token-buckets K reaches either variant's learner (default 1; the hopper-jump-cpu preset 3); below 1 is a
+    one-line error."""
+    for variant in (te, tr):
+        args = variant.parse_args(["--token-buckets", "2"])
+        task = envs.make(args.env)
+        assert variant.make_learner(args, task).token_buckets == 2
+        assert variant.make_learner(variant.parse_args([]), task).token_buckets == 1
+        with pytest.raises(UsageError, match="--token-buckets: must be ≥ 1, got 0"):
+            flags.check_args(dataclasses.replace(args, token_buckets=0), task)
     assert te.parse_args(["--task", "hopper-jump-cpu"]).token_buckets == 3
-    with pytest.raises(UsageError, match="--token-buckets: must be ≥ 1, got 0"):
-        te.make_learner(dataclasses.replace(args, token_buckets=0), task)

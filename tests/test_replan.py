@@ -2,6 +2,7 @@
 (overconfident / truncated / continuing), the goal-switching reacher, presets, and N = 1 = variants/top_erl.py."""
 
 import dataclasses
+from functools import partial
 from types import SimpleNamespace
 
 import jax
@@ -253,8 +254,7 @@ def test_reacher_switch_goal_moves_once_and_is_observed():
 
 
 def test_presets_follow_top_erl_and_upstream():
-    # --token-buckets is a TOP-ERL-only speed option (same values); the replanning variant has no such flag.
-    base_fields = [f.name for f in dataclasses.fields(te.Args) if f.name not in ("task", "env", "token_buckets")]
+    base_fields = [f.name for f in dataclasses.fields(te.Args) if f.name not in ("task", "env")]
     for name, te_name in (("reach-switch", "reach"), ("reach", "reach"), ("hopper-jump", "hopper-jump")):
         p, q = tr.PRESETS[name], te.PRESETS[te_name]
         assert {n: getattr(p, n) for n in base_fields} == {n: getattr(q, n) for n in base_fields}, name
@@ -278,6 +278,47 @@ def test_presets_follow_top_erl_and_upstream():
     assert changed == {"critic_update_from", "iterations"} and (mw.critic_update_from, mw.iterations) == (2, 20000)
     assert (mw.n_splits, mw.split_strategy, mw.traj_downsample_factor, mw.relative_goal) == (3, "equal", 5, True)
     assert tr.parse_args(["--task", "metaworld", "--env", "metaworld-door-open"]).env == "metaworld-door-open"
+
+
+def test_token_buckets_match_the_one_budget_updates(reacher_rollouts):
+    """`--token-buckets 2` (`segments.token_switch`): the critic step (truncated rows, whose mask and V-target token
+    depend on the layout) and the policy step (continuing rows) at the smallest budget that holds each draw give
+    the one-budget numbers, over draws that reach every budget; episodes with 3 splits."""
+    import optax
+
+    from toperl_jax import buffer as buffer_lib
+
+    task, *_, (rep, _, _), _ = reacher_rollouts
+    args = dataclasses.replace(tr.PRESETS["reach"], **{**TINY, "batch_size": 3, "micro_batch": 0}, n_splits=3,
+                               split_strategy="fixed", split_sizes=(20, 15, 15), max_num_segments=2,
+                               critic_completion="truncated", policy_completion="continuing")
+    one = dataclasses.replace(tr.make_learner(args, task), critic_optimizer=optax.sgd(1.0),
+                              policy_optimizer=optax.sgd(1.0))  # Δθ = −grad (Adam would blow up the rounding)
+    two = dataclasses.replace(one, token_buckets=2)
+    k = one.mp.num_params
+    rep = rep.replace(episode=rep.episode.replace(params_mean=jnp.zeros((3, 3, k)), params_L=jnp.zeros((3, 3, k, k))))
+    buf = buffer_lib.add(buffer_lib.init(3, jax.tree.map(lambda x: x[0], rep)), rep)
+
+    def steps(learner, key):
+        cs = tr.init_critic_state(learner, jax.random.fold_in(key, 1))
+        ps = tr.init_policy_state(learner, jax.random.fold_in(key, 2))
+        cs, cm = tr.critic_step(learner, cs, buf, ps.params, ps.old_params, 2, 5.0, jax.random.fold_in(key, 4))
+        ps, pm = tr.policy_step(learner, ps, buf, cs.params, 2, 5.0, jax.random.fold_in(key, 5))
+        return cs.params, cm, ps.params, pm
+
+    keys = jax.random.split(jax.random.key(0), 4)
+    ref, got = jax.jit(lambda k: (jax.lax.map(partial(steps, one), k), jax.lax.map(partial(steps, two), k)))(keys)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(ref), jax.tree.leaves(got)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(a))) + 1e-7,
+                                   err_msg=jax.tree_util.keystr(path))
+
+    # these draws (critic_step / policy_step split their key this way) reach every budget
+    def index(key, extra_row):
+        seg = tr.draw_segmentation(two, jax.random.split(key, 4 if extra_row else 3)[1], extra_row)
+        return int(seg_lib.bucket_index(seg, seg_lib.token_buckets(50, 2, extra_row, 2)))
+
+    for extra_row, i in ((True, 4), (False, 5)):
+        assert {index(jax.random.fold_in(k, i), extra_row) for k in keys} == {0, 1}, extra_row
 
 
 @pytest.mark.parametrize("change, flag", [

@@ -107,6 +107,9 @@ class Flags:
     """ablation switch: V-target actions from the buffered desired pos/vel at the row start (else the episode start)"""
     micro_batch: int = 0
     """trajectories per sequential chunk of the learner's passes (same numbers); 0 = auto: 16 on a CPU, all on a GPU"""
+    token_buckets: int = 1
+    """static token budgets of the learner's passes: each update runs at the smallest that holds its segmentation
+    (the same values, fewer padding tokens, one compiled branch each: faster steps, longer compile; docs/critic.md)"""
 
     # --- ProDMP (upstream `mp.args`; dof and dt come from the task) → `prodmp_config`
     num_basis: int = 1
@@ -268,10 +271,12 @@ PRESETS: dict[str, dict] = {
         "old_policy_rate": 0.005, "eval_interval": 100, "num_eval_episodes": 152},
 }
 # CPU scale (issue 24, docs/fidelity.md): the upstream hopper-jump numbers with smaller budgets only; the update
-# ratio (1 episode, 20 critic / 10 policy steps per iteration, policy from iteration 250) stays the paper's.
+# ratio (1 episode, 20 critic / 10 policy steps per iteration, policy from iteration 250) stays the paper's. 3 token
+# budgets: its 2,000 iterations of learner updates gain more (2.3 → 1.8 h) than the ~2 min of extra compile cost
+# (docs/critic.md, "Token buckets"); the same values as one budget up to float rounding.
 PRESETS["hopper-jump-cpu"] = {
     **PRESETS["hopper-jump"], "task": "hopper-jump-cpu", "iterations": 2000, "batch_size": 64, "n_embd": 64,
-    "traj_downsample_factor": 5, "eval_interval": 50, "num_eval_episodes": 16}
+    "traj_downsample_factor": 5, "eval_interval": 50, "num_eval_episodes": 16, "token_buckets": 3}
 # CPU scale for box pushing (dense): the upstream numbers with smaller budgets and an earlier start of the updates
 # (upstream: critic from iteration 300, policy from 2000 = 0.8M env steps, which no CPU run here reaches); the
 # per-iteration ratio (4 episodes, 30 critic / 15 policy steps) stays the paper's (docs/fidelity.md).
@@ -385,6 +390,8 @@ def check_args(args: Flags, task: envs.EpisodicTask) -> None:
         fail("block_size", f"must be ≥ 2T = {2 * T}, got {args.block_size}")
     if args.n_embd % args.n_head:
         fail("n_embd", f"must be divisible by --n-head={args.n_head}, got {args.n_embd}")
+    if args.token_buckets < 1:
+        fail("token_buckets", f"must be ≥ 1, got {args.token_buckets}")
     if args.micro_batch < 0 or (args.micro_batch and args.batch_size % args.micro_batch):
         fail("micro_batch", f"must be 0 (auto) or divide --batch-size={args.batch_size}, got {args.micro_batch}")
     if not 0.0 <= args.dropout < 1.0:

@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from toperl_jax import chunks
+
 MAX_NUM_SEGMENTS = 25  # upstream: torch.arange(1, 26)
 
 
@@ -162,6 +164,18 @@ def bucket_index(seg: "Segmentation", budgets: tuple[int, ...]) -> jax.Array:
     (`num_tokens` of its traced ℓ and o)."""
     need = num_tokens(seg.T, seg.length, seg.offset, seg.extra_row)
     return jnp.searchsorted(jnp.asarray(budgets, jnp.int32), need.astype(jnp.int32)).astype(jnp.int32)
+
+
+def token_switch(seg: "Segmentation", num_buckets: int, at_budget, *operands):
+    """`at_budget(N)(*operands)` at the smallest of the `num_buckets` static token budgets N (`token_buckets`) that
+    holds the drawn segmentation: the values of the full budget (the tokens past N are padding for this draw; a
+    dropout mask is drawn at N), the work of N tokens. One compiled branch per budget; under `vmap` over seeds the
+    seeds share the largest of their budgets (`chunks.switch(monotone=True)`)."""
+    budgets = token_buckets(seg.T, seg.max_num_segments, seg.extra_row, num_buckets)
+    if len(budgets) == 1:
+        return at_budget(budgets[0])(*operands)
+    branches = [at_budget(n) for n in budgets]
+    return chunks.switch(branches, monotone=True)(bucket_index(seg, budgets), *operands)
 
 
 def index_in_segments(T: int, length: int, offset: int, extra_row: bool) -> np.ndarray:

@@ -53,16 +53,10 @@ class Args(flags.Flags):
     task: Literal["reach", "box-dense", "box-dense-cpu", "box-sparse", "hopper-jump", "hopper-jump-cpu",
                   "metaworld"] = "reach"
     """preset: task plus the upstream hyperparameters for it (flags given alongside override the preset)"""
-    token_buckets: int = 1
-    """static token budgets of the learner's passes: each update runs at the smallest that holds its segmentation
-    (the same values, fewer padding tokens, one compiled branch each: faster steps, longer compile; docs/critic.md)"""
 
 
 # `reach` is tuned here to learn on a 2-core CPU in minutes; the others are the upstream configs (`flags.PRESETS`).
 PRESETS: dict[str, Args] = {name: Args(**values) for name, values in flags.PRESETS.items()}
-# 3 token budgets: its 2,000 iterations of learner updates gain more (2.3 → 1.8 h) than the ~2 min of extra compile
-# cost (docs/critic.md, "Token buckets"); same values as one budget up to float rounding.
-PRESETS["hopper-jump-cpu"] = dataclasses.replace(PRESETS["hopper-jump-cpu"], token_buckets=3)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -96,7 +90,7 @@ class Learner:
     segment_length: int | None = None  # None: random ℓ per update (spec §3); an int: the fixed-ℓ ablation
     use_projection: bool = True  # False: raw policy, no trust-region loss, no entropy control (ablation)
     enforce_initial_condition: bool = True  # V-target â from the buffered desired pos/vel at the row start
-    token_buckets: int = 1  # static token budgets per pass (`token_switch`); 1: one budget that fits every draw
+    token_buckets: int = 1  # static token budgets per pass (`segments.token_switch`); 1: one that fits every draw
 
 
 def critic_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransformation:
@@ -113,8 +107,6 @@ def policy_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransf
 def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = None) -> Learner:
     """The learner of validated flags (`flags.check_args`); networks and configs from `toperl_jax.flags`; the
     micro-batching suits the target `platform` ('cpu', 'cuda', …; default: the backend at hand)."""
-    if args.token_buckets < 1:
-        raise cli.UsageError(f"--token-buckets: must be ≥ 1, got {args.token_buckets}")
     mp = flags.prodmp_config(args, task)
     T, dt = flags.learner_grid(args, task)
     policy_steps = max(1, (args.iterations - args.policy_update_from + 1) * args.epochs_policy)
@@ -233,19 +225,6 @@ def row_noise(key: jax.Array, batch: int, num_rows: int, k: int) -> jax.Array:
 def draw_segmentation(learner: Learner, key: jax.Array, extra_row: bool) -> seg_lib.Segmentation:
     """Random length and offset (spec §3), or the fixed `segment_length` with a random offset."""
     return seg_lib.draw_segmentation(key, learner.T, learner.max_num_segments, extra_row, learner.segment_length)
-
-
-def token_switch(learner: Learner, seg: seg_lib.Segmentation, at_budget, *operands):
-    """`at_budget(N)(*operands)` at the smallest of the learner's static token budgets N that holds the drawn
-    segmentation (`seg_lib.token_buckets`, `--token-buckets`): the values of the full budget (the tokens past N
-    are padding for this draw; with critic dropout, its mask is drawn at N), the work of N tokens. One compiled
-    branch per budget; under `vmap` over seeds the seeds share the largest of their budgets
-    (`chunks.switch(monotone=True)`)."""
-    budgets = seg_lib.token_buckets(learner.T, learner.max_num_segments, seg.extra_row, learner.token_buckets)
-    if len(budgets) == 1:
-        return at_budget(budgets[0])(*operands)
-    branches = [at_budget(n) for n in budgets]
-    return chunks.switch(branches, monotone=True)(seg_lib.bucket_index(seg, budgets), *operands)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -405,8 +384,9 @@ def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.Traject
             return per_critic, grads, target_mean
         return loss_and_grad
 
-    per_critic, grads, target_mean = token_switch(learner, seg, at_budget, state.params, state.target_params,
-                                                  episodes, seg, mean_p, L_p, k_noise, k_drop)
+    per_critic, grads, target_mean = seg_lib.token_switch(seg, learner.token_buckets, at_budget, state.params,
+                                                          state.target_params, episodes, seg, mean_p, L_p, k_noise,
+                                                          k_drop)
     updates, opt_state = learner.critic_optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     target_params = optax.incremental_update(params, state.target_params, learner.critic_tau)
@@ -451,8 +431,8 @@ def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, ep
 
     shared = () if contextual else L_p
     rows = (mean_p, L_p if contextual else None)
-    (ql, _), (d_shared, (d_mean, d_L_rows)) = token_switch(learner, seg, at_budget, critic_params, seg, shared, rows,
-                                                           (episodes, xi))
+    (ql, _), (d_shared, (d_mean, d_L_rows)) = seg_lib.token_switch(seg, learner.token_buckets, at_budget,
+                                                                   critic_params, seg, shared, rows, (episodes, xi))
     (grads,) = pullback((d_mean, d_L_rows if contextual else d_shared, jnp.ones_like(tr)))
     return grads, policy_metrics(ql, tr, L_p, info)
 

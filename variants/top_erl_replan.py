@@ -160,6 +160,7 @@ class Learner:
     policy_completion: replan.Completion = "overconfident"  # policy-loss rows (upstream `q_loss_strategy`)
     critic_init: replan.InitCond = "segment"  # V-target row start (`segment`: TOP-ERL's enforcement)
     policy_init: replan.InitCond = "segment"  # policy-loss row start (`split` with N = 1: TOP-ERL's episode start)
+    token_buckets: int = 1  # static token budgets per pass (`segments.token_switch`); 1: one that fits every draw
 
 
 def critic_optimizer(learning_rate, weight_decay: float) -> optax.GradientTransformation:
@@ -190,7 +191,8 @@ def make_learner(args: Args, task: envs.EpisodicTask, platform: str | None = Non
         micro_batch=flags.micro_batch(args, platform),
         segment_length=args.segment_length, use_projection=args.projection,
         critic_completion=args.critic_completion, policy_completion=args.policy_completion,
-        critic_init="segment" if args.initial_condition_enforcement else "split", policy_init=args.policy_init)
+        critic_init="segment" if args.initial_condition_enforcement else "split", policy_init=args.policy_init,
+        token_buckets=args.token_buckets)
 
 
 @struct.dataclass
@@ -393,17 +395,25 @@ def critic_step(learner: Learner, state: CriticState, buffer: buffer_lib.Traject
     k_batch, k_seg, k_noise, k_drop = jax.random.split(key, 4)
     rep = buffer_lib.sample(buffer, k_batch, learner.batch_size)
     seg = draw_segmentation(learner, k_seg, extra_row=True)
-    layout = seg_lib.packed_layout(seg)
     _, _, mean_p, L_p, _ = projected_policy(learner, policy_params, old_policy_params, rep, step, h0)
-    targets, mask, _ = critic_targets(learner, state.target_params, rep, seg, layout, mean_p, L_p, k_noise)
-    mask = mask if learner.critic_completion == "truncated" else None
-    per_critic, grads = critic_loss_and_grad(learner, state.params, rep.episode, layout, targets, mask, k_drop)
+
+    def at_budget(budget):
+        def loss_and_grad(params, target_params, rep, seg, mean_p, L_p, k_noise, k_drop):
+            layout = seg_lib.packed_layout(seg, budget=budget)
+            targets, mask, _ = critic_targets(learner, target_params, rep, seg, layout, mean_p, L_p, k_noise)
+            mask = mask if learner.critic_completion == "truncated" else None
+            per_critic, grads = critic_loss_and_grad(learner, params, rep.episode, layout, targets, mask, k_drop)
+            target_mean = jnp.sum(jnp.where(layout.valid, targets, 0.0)) / (targets.shape[0] * jnp.sum(layout.valid))
+            return per_critic, grads, target_mean
+        return loss_and_grad
+
+    per_critic, grads, target_mean = seg_lib.token_switch(seg, learner.token_buckets, at_budget, state.params,
+                                                          state.target_params, rep, seg, mean_p, L_p, k_noise,
+                                                          k_drop)
     updates, opt_state = learner.critic_optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     target_params = optax.incremental_update(params, state.target_params, learner.critic_tau)
-    metrics = {"critic_loss": jnp.mean(per_critic), "segment_length": seg.length,
-               "target_mean": jnp.sum(jnp.where(layout.valid, targets, 0.0)) / (targets.shape[0]
-                                                                                 * jnp.sum(layout.valid))}
+    metrics = {"critic_loss": jnp.mean(per_critic), "segment_length": seg.length, "target_mean": target_mean}
     return CriticState(params=params, target_params=target_params, opt_state=opt_state), metrics
 
 
@@ -420,7 +430,6 @@ def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, re
     replanning.md §4): q_loss = −`q_sum` / (B · rows); as TOP-ERL's, the projection runs once on the whole batch
     (`jax.vjp`) and the q_loss gradient with respect to (μ̃, L̃), accumulated over chunks, is pulled back."""
     B = rep.episode.rewards.shape[0]
-    layout = seg_lib.packed_layout(seg)
     N = rep.split_start.shape[-1]
 
     def project(p):
@@ -431,15 +440,23 @@ def policy_loss_and_grad(learner: Learner, params, old_params, critic_params, re
     xi = split_noise(key, B, seg.row_start.shape[0], N, learner.policy.action_dim)
     contextual = L_p.ndim == 4
 
-    def f(L_shared, rows, data):
-        m, L_rows = rows
-        r, xi_c = data
-        L_c = L_rows if contextual else L_shared
-        return -q_sum(learner, critic_params, r, seg, layout, m, L_c, xi_c) / (B * seg.num_rows), ()
+    def at_budget(budget):
+        def q_loss_and_grad(critic_params, seg, shared, rows, data):
+            layout = seg_lib.packed_layout(seg, budget=budget)
+
+            def f(L_shared, rows, data):
+                m, L_rows = rows
+                r, xi_c = data
+                L_c = L_rows if contextual else L_shared
+                return -q_sum(learner, critic_params, r, seg, layout, m, L_c, xi_c) / (B * seg.num_rows), ()
+
+            return chunks.chunked_value_and_grad(f, shared, rows, data, chunks.num_chunks(learner.micro_batch, B))
+        return q_loss_and_grad
 
     shared = () if contextual else L_p
-    (ql, _), (d_shared, (d_mean, d_L_rows)) = chunks.chunked_value_and_grad(
-        f, shared, (mean_p, L_p if contextual else None), (rep, xi), chunks.num_chunks(learner.micro_batch, B))
+    rows = (mean_p, L_p if contextual else None)
+    (ql, _), (d_shared, (d_mean, d_L_rows)) = seg_lib.token_switch(seg, learner.token_buckets, at_budget,
+                                                                   critic_params, seg, shared, rows, (rep, xi))
     (grads,) = pullback((d_mean, d_L_rows if contextual else d_shared, jnp.ones_like(tr)))
     return grads, policy_metrics(ql, tr, L_p, info)
 
