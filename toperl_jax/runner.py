@@ -62,13 +62,24 @@ def nan_like(fn, *a):
 
 def run_if(pred, fn: Callable, *operands):
     """`fn(*operands)` → (state, metrics) where `pred`, else (operands[0], NaN metrics); metrics in float32 so
-    that both branches of the `lax.cond` agree."""
+    that both branches of the `lax.cond` agree. `fn` is traced once: the skip branch takes the metrics' shapes
+    from that trace (`lax.cond` traces its true branch first), falling back to `nan_like` (a second trace) where
+    it is traced alone (a concrete `pred` under `jax.disable_jit`). Nested `run_if`s (an update inside an
+    iteration) would otherwise trace the inner `fn` 2^depth times."""
+    shapes = []
 
     def f32(*a):
         state, metrics = fn(*a)
-        return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+        metrics = jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
+        shapes.append(jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), metrics))
+        return state, metrics
 
-    return lax.cond(pred, f32, lambda *a: (a[0], nan_like(f32, *a)), *operands)
+    def skip(*a):
+        if not shapes:
+            return a[0], nan_like(f32, *a)
+        return a[0], jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, jnp.float32), shapes[-1])
+
+    return lax.cond(pred, f32, skip, *operands)
 
 
 def all_finite(tree) -> jax.Array:
